@@ -1,0 +1,267 @@
+#!/usr/bin/env python
+"""PIE-Bench harness command line: ``python cli.py bench --editors all``."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from pie_bench.errors import ConfigError, HarnessError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+RUNS_DIR = Path("results") / "runs"
+
+
+def handle_errors(fn):
+    """Harness errors print as one line and exit 2; finished results are already on disk."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HarnessError as exc:
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def parse_editor_args(pairs, config_file) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else __import__("yaml").safe_load(text)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot read editor config ({exc}); give a JSON/YAML file "
+                              "{{editor: {{key: value}}}}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ConfigError(f"{path}: editor config must map editor names to {{key: value}} tables")
+        for ed, kv in data.items():
+            out.setdefault(ed, {}).update(kv)
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        editor, dot, field = key.partition(".")
+        if not eq or not dot or not editor or not field:
+            raise ConfigError(f"--editor-arg {pair!r}: expected EDITOR.KEY=VALUE, e.g. nti_p2p.inner_steps=5")
+        out.setdefault(editor, {})[field] = value
+    return out
+
+
+class RichProgress:
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                                 transient=False)
+        self.overall = None
+        self.current = None
+        self.failed = 0
+
+    def start(self, total):
+        self.progress.start()
+        self.overall = self.progress.add_task("[bold]all editors", total=total)
+
+    def editor(self, name, total):
+        if self.current is not None:
+            self.progress.update(self.current, visible=False)
+        self.current = self.progress.add_task(f"  {name}", total=total)
+
+    def advance(self, status):
+        self.failed += status == "failed"
+        self.progress.advance(self.overall)
+        self.progress.advance(self.current)
+
+    def note(self, text):
+        self.progress.console.print(text)
+
+    def stop(self):
+        self.progress.stop()
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging (tracebacks of failed samples).")
+def cli(verbose):
+    """PIE-Bench harness for text-guided image editing."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", message=".*deprecated.*")
+
+
+def data_options(fn):
+    fn = click.option("--limit", type=int, default=None, help="Use the first N samples.")(fn)
+    fn = click.option("--ids", default=None, help="Comma-separated sample ids.")(fn)
+    fn = click.option("--categories", default=None, help="Edit types: ids 0-9 or names, comma-separated.")(fn)
+    fn = click.option("--data", default="smoke", show_default=True,
+                      help="smoke | shapes | PIE-Bench folder | hf:<repo or parquet folder>.")(fn)
+    return fn
+
+
+def load_data(data, categories, ids, limit):
+    from pie_bench.data import load_dataset, parse_categories
+
+    return load_dataset(data, categories=parse_categories(categories),
+                        ids=[i.strip() for i in ids.split(",")] if ids else None, limit=limit)
+
+
+def resolve_metrics(names: str, backbone: str, device: str):
+    from metrics.registry import PROTOCOL_METRICS, available_metrics, build_metrics
+
+    wanted = PROTOCOL_METRICS if names == "protocol" else ([] if names == "none" else
+                                                          [n.strip() for n in names.split(",") if n.strip()])
+    if names == "protocol":
+        wanted, missing = available_metrics(wanted)
+        for n, why in missing.items():
+            err_console.print(f"[yellow]metric {n} unavailable, skipped: {why}[/yellow]")
+    return build_metrics(wanted, backbone, device)
+
+
+@cli.command()
+@click.option("--editors", "editors_spec", default="all", show_default=True, help="'all' or comma-separated names.")
+@data_options
+@click.option("--backbone", default="toy", show_default=True, help="toy | sd14 | sd15 | <hub id or local dir>.")
+@click.option("--metrics", "metric_names", default="protocol", show_default=True,
+              help="'protocol' (the PIE-Bench seven + CLIP source), 'none', or comma-separated names.")
+@click.option("--metrics-backbone", default="toy", show_default=True, help="toy | real (official weights).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--editor-arg", "editor_arg", multiple=True, help="EDITOR.KEY=VALUE, e.g. nti_p2p.inner_steps=5.")
+@click.option("--editor-config", type=click.Path(), default=None, help="JSON/YAML {editor: {key: value}}.")
+@click.option("--run", "run_name", default=None, help="Run name under results/runs/ (default: data-backbone).")
+@click.option("--out", type=click.Path(), default=None, help="Output folder (overrides --run).")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Samples per editor excluded from latency.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed sample.")
+@click.option("--retry-failed", is_flag=True, help="On resume, redo samples recorded as failed.")
+@click.option("--no-progress", is_flag=True)
+@handle_errors
+def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, metrics_backbone, device, dtype,
+          editor_arg, editor_config, run_name, out, warmup, fail_fast, retry_failed, no_progress):
+    """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
+    from editors.registry import resolve_editor_names
+    from pie_bench.runner import BenchOptions, any_failed, run_bench
+    from pie_bench.tables import print_leaderboard
+
+    ds = load_data(data, categories, ids, limit)
+    names, unavailable = resolve_editor_names(editors_spec)
+    for n, why in unavailable.items():
+        err_console.print(f"[yellow]editor {n} unavailable, skipped: {why}[/yellow]")
+    eargs = parse_editor_args(editor_arg, editor_config)
+    if out is None:
+        suffix = ""
+        if eargs:
+            suffix = "-" + hashlib.sha256(json.dumps(eargs, sort_keys=True).encode()).hexdigest()[:8]
+        out = RUNS_DIR / (run_name or f"{ds.name.replace(':', '_').replace('/', '_')}-{Path(backbone).name}{suffix}")
+    if backbone == "toy" or metrics_backbone == "toy":
+        console.print("[bold yellow]Toy models[/bold yellow] (tiny random weights): the numbers check the "
+                      "pipeline end to end; they say nothing about editing quality.")
+    metrics = resolve_metrics(metric_names, metrics_backbone, device)
+    opts = BenchOptions(editors=names, editor_args=eargs, backbone=backbone, device=device, dtype=dtype,
+                        warmup=warmup, fail_fast=fail_fast, retry_failed=retry_failed,
+                        command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    console.print(f"data [bold]{ds.name}[/bold] ({len(ds)} samples) · editors {', '.join(names)} · out {out}")
+    board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress())
+    print_leaderboard(board, console)
+    console.print(f"leaderboard: {Path(out) / 'leaderboard.json'}")
+    if any_failed(board):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("leaderboard", type=click.Path())
+@click.option("--no-categories", is_flag=True, help="Only the overall table.")
+@handle_errors
+def show(leaderboard, no_categories):
+    """Render a leaderboard JSON as tables."""
+    from pie_bench.results import load_leaderboard
+    from pie_bench.tables import print_leaderboard
+
+    path = Path(leaderboard)
+    if path.is_dir():
+        path = path / "leaderboard.json"
+    print_leaderboard(load_leaderboard(path), console, per_category=not no_categories)
+
+
+@cli.command()
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 if any change is a flagged regression.")
+@click.option("--z", type=float, default=2.0, show_default=True, help="Flag |delta| > z x combined stderr.")
+@handle_errors
+def compare(a, b, fail_on_regression, z):
+    """Compare two leaderboards (A = baseline, B = new)."""
+    from pie_bench.compare import compare_leaderboards
+    from pie_bench.results import load_leaderboard
+    from pie_bench.tables import comparison_table
+
+    la, lb = load_leaderboard(Path(a)), load_leaderboard(Path(b))
+    result = compare_leaderboards(la, lb, z=z)
+    console.print(comparison_table(result, Path(a).name, Path(b).name))
+    for note in result["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"{result['n_flagged']} flagged change(s), {result['n_regressions']} regression(s)")
+    if fail_on_regression and result["n_regressions"]:
+        sys.exit(1)
+
+
+@cli.command("list-editors")
+@handle_errors
+def list_editors():
+    """Editors with their requirements and availability."""
+    from rich.table import Table
+
+    from editors.registry import registry
+
+    table = Table(title="editors")
+    for col in ("name", "available", "requires", "source", "paper / reason"):
+        table.add_column(col)
+    for name, entry in registry().items():
+        if entry.available:
+            cls = entry.resolve()
+            table.add_row(name, "[green]yes[/green]", ", ".join(sorted(cls.requires)), entry.source, cls.paper)
+        else:
+            table.add_row(name, "[red]no[/red]", "", entry.source, entry.error or "")
+    console.print(table)
+
+
+@cli.command()
+@click.argument("edited_dir", type=click.Path())
+@data_options
+@click.option("--method", default=None, help="Method name recorded as the editor (default: folder name).")
+@click.option("--metrics", "metric_names", default="protocol", show_default=True)
+@click.option("--metrics-backbone", default="toy", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", type=click.Path(), default=None)
+@handle_errors
+def score(edited_dir, data, categories, ids, limit, method, metric_names, metrics_backbone, device, out):
+    """Score edited images made elsewhere (PnPInversion layout: EDITED_DIR/annotation_images/<image_path>,
+    or EDITED_DIR/<id>.png). Non-square outputs are cropped to their bottom-right 512x512, as the official
+    evaluator does."""
+    from pie_bench.score import score_folder
+    from pie_bench.tables import print_leaderboard
+
+    ds = load_data(data, categories, ids, limit)
+    metrics = resolve_metrics(metric_names, metrics_backbone, device)
+    name = method or Path(edited_dir).resolve().name
+    out = Path(out) if out else RUNS_DIR / f"score-{name}-{ds.name.replace(':', '_')}"
+    board = score_folder(ds, Path(edited_dir), name, metrics, out, device=device,
+                         command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print_leaderboard(board, console)
+    console.print(f"leaderboard: {out / 'leaderboard.json'}")
+
+
+def main():
+    cli(prog_name="cli.py")
+
+
+if __name__ == "__main__":
+    main()

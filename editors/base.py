@@ -1,0 +1,173 @@
+"""The editor contract. A new editor is one file: subclass ``Editor``, give it a ``Config``
+dataclass (the paper's argument names, PIE-Bench defaults) and implement ``load`` and ``edit``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+
+from pie_bench.errors import ConfigError
+from pie_bench.sample import Sample
+
+
+@dataclass
+class EditorConfig:
+    """Base config. Subclasses add fields named as in their paper, defaulting to PIE-Bench's settings."""
+
+    seed: int = 1234
+
+
+@dataclass
+class EditOutput:
+    """An edited 512x512 uint8 RGB image plus optional extras (e.g. ``unet_evals``, ``reconstruction``)."""
+
+    image: np.ndarray
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class SkipSample(Exception):
+    """Raised (or returned by ``skip_reason``) when an editor cannot apply to a sample by design,
+    e.g. InstructPix2Pix on a sample with no instruction. Recorded as skipped, never scored."""
+
+
+class Editor:
+    """Base class.
+
+    Class attributes:
+      name      registry name (``ddim_p2p``)
+      Config    the config dataclass
+      requires  sample fields the editor reads; a sample lacking one is skipped with that reason
+      paper     citation shown by ``list-editors``
+    """
+
+    name: ClassVar[str] = "editor"
+    Config: ClassVar[type] = EditorConfig
+    requires: ClassVar[frozenset[str]] = frozenset({"image"})
+    paper: ClassVar[str] = ""
+    uses_backbone: ClassVar[bool] = True  # False for baselines that load no model (never labelled toy)
+
+    def __init__(self, config: Optional[EditorConfig] = None, **overrides):
+        self.config = config if config is not None else self.Config()
+        if overrides:
+            self.config = apply_overrides(self.config, overrides, self.name)
+        self.backbone_id: str = ""
+        self.is_toy: bool = False
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def load(self, backbone: str = "toy", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        """Load weights. ``backbone`` is ``toy``, ``sd14``, ``sd15``, ``shapes``, a hub id or a local dir."""
+        self.backbone_id = backbone
+        self.is_toy = backbone == "toy" and self.uses_backbone
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    def skip_reason(self, sample: Sample) -> Optional[str]:
+        for name in sorted(self.requires):
+            if not sample.field_value(name):
+                return f"{self.name} needs the sample's {name}, which {sample.dataset or 'this dataset'} does not provide"
+        return None
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput | np.ndarray:
+        raise NotImplementedError
+
+    # -- provenance ------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return config_to_dict(self.config)
+
+    def config_hash(self) -> str:
+        payload = json.dumps({"editor": self.name, "config": self.config_dict(), "backbone": self.backbone_id},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def config_to_dict(config) -> dict:
+    out = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _coerce(value, ftype, current, where: str):
+    """Parse a CLI string into the type of the config field."""
+    target = type(current) if current is not None else None
+    tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
+    if not isinstance(value, str):
+        if target in (float,) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if target is not None and not isinstance(value, target) and current is not None:
+            raise ConfigError(f"{where}: expected {target.__name__}, got {value!r}")
+        return value
+    text = value.strip()
+    if target is bool or tname == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if target is int or tname == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if target is float or tname == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if target in (list, tuple):
+        try:
+            parsed = json.loads(text) if text.startswith("[") else [json.loads(t) for t in text.split(",") if t]
+        except json.JSONDecodeError:
+            parsed = [t.strip() for t in text.split(",") if t.strip()]
+        return type(current)(parsed)
+    if current is None:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return None if text.lower() == "none" else text
+    return text
+
+
+def apply_overrides(config, overrides: dict, editor_name: str):
+    """Return a copy of ``config`` with ``overrides`` ({field: value or string}) applied and type-checked."""
+    names = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in names:
+            import difflib
+
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {editor_name}.{close[0]}?" if close else f"; valid keys: {', '.join(sorted(names))}"
+            raise ConfigError(f"--editor-arg {editor_name}.{key}: unknown key{hint}")
+        changes[key] = _coerce(value, names[key].type, getattr(config, key), f"--editor-arg {editor_name}.{key}")
+    return dataclasses.replace(config, **changes)
+
+
+def as_edit_output(result, sample_id: str, editor: str) -> EditOutput:
+    """Validate what ``edit`` returned: 512x512x3 finite uint8 (floats in [0,1] are converted)."""
+    if not isinstance(result, EditOutput):
+        result = EditOutput(image=result)
+    img = result.image
+    if hasattr(img, "convert"):  # PIL
+        img = np.asarray(img.convert("RGB"))
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu().numpy()
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        if not np.all(np.isfinite(img)):
+            raise ValueError(f"{editor} returned non-finite pixel values (NaN/inf) for sample {sample_id}")
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    if img.shape != (512, 512, 3):
+        raise ValueError(f"{editor} returned an image of shape {img.shape} for sample {sample_id}; "
+                         "editors must return 512x512x3 (PIE-Bench scores exactly 512x512)")
+    result.image = img
+    return result

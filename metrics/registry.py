@@ -1,0 +1,53 @@
+"""Lazy metric registry, same pattern as the editor registry."""
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from pie_bench.errors import ConfigError
+
+METRICS: dict[str, str] = {
+    "structure_distance": "metrics.structure:StructureDistance",
+    "psnr_unedit_part": "metrics.pixel:BackgroundPSNR",
+    "lpips_unedit_part": "metrics.lpips_metric:BackgroundLPIPS",
+    "mse_unedit_part": "metrics.pixel:BackgroundMSE",
+    "ssim_unedit_part": "metrics.ssim:BackgroundSSIM",
+    "clip_similarity_target_image": "metrics.clip_score:ClipWhole",
+    "clip_similarity_target_image_edit_part": "metrics.clip_score:ClipEdited",
+    "clip_similarity_source_image": "metrics.clip_score:ClipSource",
+}
+
+# The PIE-Bench table's seven columns, in the paper's order, plus the source CLIP score.
+PROTOCOL_METRICS = list(METRICS)
+
+
+def get_metric_class(name: str) -> type:
+    if name not in METRICS:
+        close = difflib.get_close_matches(name, METRICS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown metric {name!r}; {hint}available: {', '.join(METRICS)}")
+    module, _, attr = METRICS[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"metric {name!r} is unavailable ({exc}); install its dependencies or drop it from --metrics") from None
+
+
+def available_metrics(names) -> tuple[list[str], dict[str, str]]:
+    ok, bad = [], {}
+    for n in names:
+        try:
+            get_metric_class(n)
+            ok.append(n)
+        except ConfigError as exc:
+            bad[n] = str(exc)
+    return ok, bad
+
+
+def build_metrics(names, backbone: str = "toy", device: str = "cpu") -> list:
+    out = []
+    for n in names:
+        m = get_metric_class(n)()
+        m.load(backbone, device)
+        out.append(m)
+    return out

@@ -1,0 +1,248 @@
+"""Typed results schema: per-sample JSONL records and the leaderboard JSON.
+
+Records are appended and flushed as each sample finishes; the leaderboard is derived from
+them and written atomically. ``SCHEMA_VERSION`` changes whenever either format changes
+incompatibly; readers refuse other versions with a one-line error.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from .errors import ResultsError
+from .sample import edit_type_name
+
+SCHEMA_VERSION = 1
+LEADERBOARD_KIND = "pie_bench.leaderboard"
+STATUSES = ("ok", "failed", "skipped")
+
+
+# ---------------------------------------------------------------------------------------------
+# float encoding: JSON has no NaN/inf. NaN (undefined metric) -> null; +-inf (e.g. PSNR of identical
+# images, as torchmetrics computes it) -> "inf"/"-inf", so the two are never confused.
+
+
+def encode_float(x: Optional[float]):
+    if x is None:
+        return None
+    x = float(x)
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def decode_float(x) -> float:
+    if x is None:
+        return float("nan")
+    if isinstance(x, str):
+        return float(x)
+    return float(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-sample records
+
+
+@dataclass
+class SampleRecord:
+    sample_id: str
+    editor: str
+    config_hash: str
+    dataset: str
+    dataset_sha256: str
+    edit_type: int
+    status: str  # ok | failed | skipped
+    error: Optional[str] = None
+    latency_s: Optional[float] = None
+    warmup: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)  # encoded floats
+    image: Optional[str] = None  # path relative to the run folder
+    seed: Optional[int] = None
+    rank: int = 0
+    device: str = ""
+    created_at: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return record_key(self.editor, self.config_hash, self.dataset_sha256, self.sample_id)
+
+    def metric(self, name: str) -> float:
+        return decode_float(self.metrics.get(name))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "") -> "SampleRecord":
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ResultsError(f"{where}: record schema version {version} is not {SCHEMA_VERSION}; "
+                               "this folder was written by another harness version - use a new --out folder")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def record_key(editor: str, config_hash: str, dataset_sha: str, sample_id: str) -> str:
+    return f"{editor}|{config_hash}|{dataset_sha[:16]}|{sample_id}"
+
+
+def read_records(paths: Iterable[Path]) -> list[SampleRecord]:
+    """Read JSONL shards. A truncated or corrupt final line (a killed writer) is ignored, so the
+    sample it described is simply redone; corruption elsewhere is an error naming the line."""
+    out: list[SampleRecord] = []
+    for path in paths:
+        if not path.exists():
+            continue
+        lines = path.read_bytes().split(b"\n")
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                is_tail = all(not rest.strip() for rest in lines[i + 1:])
+                if is_tail:
+                    continue  # torn last write from a killed run: redo that sample
+                raise ResultsError(f"{path}:{i + 1}: corrupt record line; delete that line to redo the sample") from None
+            out.append(SampleRecord.from_dict(d, f"{path}:{i + 1}"))
+    return out
+
+
+def latest_by_key(records: Iterable[SampleRecord]) -> dict[str, SampleRecord]:
+    """One record per key; a later ok record replaces an earlier failed one (retries)."""
+    table: dict[str, SampleRecord] = {}
+    for r in records:
+        prev = table.get(r.key)
+        if prev is None or prev.status != "ok" or r.status == "ok":
+            table[r.key] = r
+    return table
+
+
+class JsonlWriter:
+    """Append-only record writer: one line per record, flushed and fsynced at once, so a killed run
+    loses at most the sample in flight. A torn tail line from an earlier kill is cut off first."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._fh = open(self.path, "ab")
+
+    def _repair_tail(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as fh:
+                fh.truncate(cut)
+
+    def write(self, record: SampleRecord) -> None:
+        self._fh.write(record.to_json().encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation
+
+
+def metric_stats(values: Iterable[float], higher_is_better: bool) -> dict:
+    """Mean over defined values (NaN excluded; the count n is reported), stderr = sd/sqrt(n)."""
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    n = int(arr.size)
+    if n == 0:
+        return {"mean": None, "stderr": None, "n": 0, "higher_is_better": higher_is_better}
+    mean = float(arr.mean()) if np.all(np.isfinite(arr)) else float(np.mean(arr))
+    finite = arr[np.isfinite(arr)]
+    stderr = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 and np.isfinite(mean) else 0.0
+    return {"mean": encode_float(mean), "stderr": encode_float(stderr), "n": n, "higher_is_better": higher_is_better}
+
+
+def latency_stats(records: list[SampleRecord]) -> dict:
+    timed = [r.latency_s for r in records if r.status == "ok" and not r.warmup and r.latency_s is not None]
+    n_warm = sum(1 for r in records if r.status == "ok" and r.warmup)
+    if not timed:
+        return {"p50": None, "p95": None, "mean": None, "n": 0, "warmup_excluded": n_warm}
+    arr = np.asarray(timed)
+    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "mean": float(arr.mean()),
+            "n": int(arr.size), "warmup_excluded": n_warm}
+
+
+def _metric_block(records: list[SampleRecord], metric_info: dict) -> dict:
+    ok = [r for r in records if r.status == "ok"]
+    names = list(metric_info) or sorted({m for r in ok for m in r.metrics})
+    return {m: metric_stats((r.metric(m) for r in ok if m in r.metrics),
+                            metric_info.get(m, {}).get("higher_is_better", True)) for m in names}
+
+
+def summarise_editor(records: list[SampleRecord], metric_info: dict) -> dict:
+    by_status = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
+    per_cat: dict[str, dict] = {}
+    for cat in sorted({r.edit_type for r in records}):
+        rs = [r for r in records if r.edit_type == cat]
+        per_cat[str(cat)] = {"name": edit_type_name(cat), "n_ok": sum(r.status == "ok" for r in rs),
+                             "n_failed": sum(r.status == "failed" for r in rs),
+                             "metrics": _metric_block(rs, metric_info), "latency": latency_stats(rs)}
+    failures = [{"sample_id": r.sample_id, "error": r.error} for r in records if r.status == "failed"]
+    skipped = [{"sample_id": r.sample_id, "reason": r.error} for r in records if r.status == "skipped"]
+    return {"n": len(records), "n_ok": by_status["ok"], "n_failed": by_status["failed"],
+            "n_skipped": by_status["skipped"], "metrics": _metric_block(records, metric_info),
+            "latency": latency_stats(records), "per_category": per_cat,
+            "failures": failures[:50], "skipped": skipped[:50],
+            "devices": sorted({r.device for r in records if r.device}),
+            "ranks": sorted({r.rank for r in records})}
+
+
+def load_leaderboard(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: leaderboard file not found; pass a leaderboard.json written by `cli.py bench`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc}); regenerate it with `cli.py bench`") from None
+    if not isinstance(data, dict) or data.get("kind") != LEADERBOARD_KIND:
+        raise ResultsError(f"{path}: not a pie_bench leaderboard (missing kind={LEADERBOARD_KIND!r})")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: leaderboard schema version {data.get('schema_version')} is not "
+                           f"{SCHEMA_VERSION}; regenerate it with this version of the harness")
+    return data

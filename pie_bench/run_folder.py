@@ -1,0 +1,96 @@
+"""One run's output folder: manifest, per-rank JSONL shards, edited PNGs, leaderboard.
+
+Layout::
+
+    results/runs/<run>/run.json                 manifest: schema, dataset, editor configs
+    results/runs/<run>/samples.jsonl            records (samples.rank<k>.jsonl with several processes)
+    results/runs/<run>/<editor>/<id>.png        lossless edited images, exactly 512x512
+    results/runs/<run>/leaderboard.json
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from .errors import ResultsError
+from .results import SCHEMA_VERSION, SampleRecord, atomic_write_json, latest_by_key, read_records
+
+MANIFEST = "run.json"
+LEADERBOARD = "leaderboard.json"
+
+
+class RunFolder:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # -- paths -------------------------------------------------------------------------------------
+    def shard_path(self, rank: int = 0, world: int = 1) -> Path:
+        return self.root / ("samples.jsonl" if world == 1 and rank == 0 else f"samples.rank{rank}.jsonl")
+
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.root.glob("samples*.jsonl"))
+
+    def image_path(self, editor: str, sample_id: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)
+        return self.root / editor / f"{safe}.png"
+
+    @property
+    def leaderboard_path(self) -> Path:
+        return self.root / LEADERBOARD
+
+    # -- manifest ----------------------------------------------------------------------------------
+    def read_manifest(self) -> Optional[dict]:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResultsError(f"{path}: corrupt run manifest ({exc}); use a new --out folder") from None
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ResultsError(f"{path}: results schema version {manifest.get('schema_version')} is not "
+                               f"{SCHEMA_VERSION}; this folder was written by another harness version - "
+                               "use a new --out folder (finished results there are kept)")
+        return manifest
+
+    def prepare(self, dataset: dict, editors: dict[str, dict], extra: dict) -> dict:
+        """Create or validate the manifest. Editors already recorded must keep their config (images
+        live at <editor>/<id>.png, so two configs cannot share a folder without overwriting)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultsError(f"{self.root}: cannot create the output folder ({exc.strerror}); "
+                               "choose a writable --out") from None
+        if not os.access(self.root, os.W_OK):
+            raise ResultsError(f"{self.root}: output folder is not writable; choose a writable --out or fix permissions")
+        manifest = self.read_manifest() or {"schema_version": SCHEMA_VERSION, "dataset": dataset, "editors": {}}
+        if manifest["dataset"].get("annotations_sha256") != dataset.get("annotations_sha256"):
+            raise ResultsError(f"{self.root}: holds results for dataset {manifest['dataset'].get('name')} "
+                               f"({manifest['dataset'].get('annotations_sha256', '')[:12]}), not "
+                               f"{dataset.get('name')} ({dataset.get('annotations_sha256', '')[:12]}); use another --out")
+        for name, info in editors.items():
+            old = manifest["editors"].get(name)
+            if old and old["config_hash"] != info["config_hash"]:
+                changed = sorted(k for k in set(old["config"]) | set(info["config"])
+                                 if old["config"].get(k) != info["config"].get(k))
+                raise ResultsError(f"{self.root}: editor {name} was run here with another config "
+                                   f"(differs in {', '.join(changed) or 'backbone'}); use another --out or --run name")
+            manifest["editors"][name] = info
+        # dataset selection may grow (resume with a larger --limit); keep the union of what ran
+        manifest["dataset"] = {**manifest["dataset"], **{k: v for k, v in dataset.items() if k != "n"}}
+        manifest.update(extra)
+        atomic_write_json(self.root / MANIFEST, manifest)
+        return manifest
+
+    # -- records -----------------------------------------------------------------------------------
+    def records(self) -> list[SampleRecord]:
+        return list(latest_by_key(read_records(self.shard_paths())).values())
+
+    def done_keys(self, retry_failed: bool = False) -> set[str]:
+        done = set()
+        for key, rec in latest_by_key(read_records(self.shard_paths())).items():
+            if rec.status == "ok" or rec.status == "skipped" or (rec.status == "failed" and not retry_failed):
+                done.add(key)
+        return done

@@ -1,0 +1,244 @@
+"""The benchmark loop: editors x samples -> edited PNG + scored JSONL record, then the leaderboard.
+
+Each finished sample is written at once, so a rerun of the same command resumes where it stopped.
+A sample that fails is recorded as failed with its error and excluded from means (never scored 0).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from editors.base import SkipSample, as_edit_output
+from editors.registry import get_editor_class
+from metrics.base import MetricBatch
+
+from .data import Dataset
+from .errors import ConfigError, HarnessError, ResultsError
+from .provenance import device_info, device_label, git_state, now_iso, package_versions, synchronize
+from .results import (LEADERBOARD_KIND, SCHEMA_VERSION, JsonlWriter, SampleRecord, atomic_write_bytes,
+                      atomic_write_json, encode_float, record_key, summarise_editor)
+from .run_folder import RunFolder
+
+log = logging.getLogger("pie_bench")
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class BenchOptions:
+    editors: Sequence[str]
+    editor_args: dict[str, dict[str, str]] = field(default_factory=dict)
+    backbone: str = "toy"
+    device: str = "cpu"
+    dtype: str = "float32"
+    warmup: int = 1
+    fail_fast: bool = False
+    retry_failed: bool = False
+    command: str = ""
+    rank: int = 0
+    world: int = 1
+
+
+class FailFast(HarnessError):
+    pass
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {text}"
+
+
+def instantiate_editors(names: Sequence[str], editor_args: dict[str, dict[str, str]]) -> list:
+    unknown = set(editor_args) - set(names)
+    if unknown:
+        raise ConfigError(f"--editor-arg given for {', '.join(sorted(unknown))}, which is not in --editors "
+                          f"({', '.join(names)})")
+    return [get_editor_class(n)(**editor_args.get(n, {})) for n in names]
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue(), fsync=False)
+
+
+def score_sample(metrics: list, sample, edited: np.ndarray) -> dict:
+    target = sample.target_image if sample.has_target_image else None
+    batch = MetricBatch.from_arrays([sample.image], [edited], [sample.mask], [sample.source_prompt],
+                                    [sample.target_prompt], targets=[target], sample_ids=[sample.id],
+                                    attributes=[sample.extras.get("attributes")])
+    out = {}
+    for m in metrics:
+        if m.requires_target and batch.target is None:
+            continue
+        value = m.compute(batch)
+        out[m.name] = encode_float(float(value[0]))
+    return out
+
+
+def editor_info(editor) -> dict:
+    return {"config": editor.config_dict(), "config_hash": editor.config_hash(), "backbone": editor.backbone_id,
+            "toy": editor.is_toy, "seed": getattr(editor.config, "seed", None), "paper": editor.paper}
+
+
+class ProgressSink:
+    """Progress callbacks; the CLI passes a rich implementation, tests the silent default."""
+
+    def start(self, total: int) -> None: ...
+    def editor(self, name: str, total: int) -> None: ...
+    def advance(self, status: str) -> None: ...
+    def note(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
+              progress: Optional[ProgressSink] = None, samples: Optional[Sequence] = None) -> dict:
+    """Run every editor on ``samples`` (default: the whole dataset) and return the leaderboard dict.
+
+    ``samples`` lets a distributed launcher pass this rank's shard; records carry the rank."""
+    progress = progress or ProgressSink()
+    folder = RunFolder(out)
+    device = torch.device(opts.device)
+    dtype = DTYPES[opts.dtype]
+    samples = list(dataset.samples if samples is None else samples)
+    editors = instantiate_editors(list(opts.editors), opts.editor_args)
+    for ed in editors:  # provenance must be known before load (config hash includes the backbone)
+        ed.backbone_id = opts.backbone
+        ed.is_toy = opts.backbone == "toy" and ed.uses_backbone
+    folder.prepare(dataset.describe(), {ed.name: editor_info(ed) for ed in editors},
+                   {"metrics": [m.name for m in metrics]})
+    done = folder.done_keys(opts.retry_failed)
+    writer = JsonlWriter(folder.shard_path(opts.rank, opts.world))
+    dev_label = device_label(device)
+    load_errors: dict[str, str] = {}
+    todo_total = sum(1 for ed in editors for s in samples
+                     if record_key(ed.name, ed.config_hash(), dataset.annotations_sha256, s.id) not in done)
+    progress.start(todo_total)
+    try:
+        for ed in editors:
+            chash = ed.config_hash()
+            todo = [s for s in samples if record_key(ed.name, chash, dataset.annotations_sha256, s.id) not in done]
+            progress.editor(ed.name, len(todo))
+            if not todo:
+                continue
+            try:
+                ed.load(opts.backbone, device, dtype)
+            except Exception as exc:  # weights missing etc.: the editor is reported, the others go on
+                load_errors[ed.name] = one_line(exc)
+                progress.note(f"[red]{ed.name}: could not load: {load_errors[ed.name]}[/red]")
+                log.debug("load failure", exc_info=True)
+                if opts.fail_fast:
+                    raise FailFast(f"{ed.name}: could not load ({load_errors[ed.name]})") from None
+                for _ in todo:
+                    progress.advance("failed")
+                continue
+            assert ed.config_hash() == chash, f"{ed.name}.load() changed its config hash"
+            timed = 0
+            for sample in todo:
+                rec = SampleRecord(sample_id=sample.id, editor=ed.name, config_hash=chash, dataset=dataset.name,
+                                   dataset_sha256=dataset.annotations_sha256, edit_type=sample.edit_type,
+                                   status="ok", seed=getattr(ed.config, "seed", None), rank=opts.rank,
+                                   device=dev_label, created_at=now_iso())
+                try:
+                    reason = ed.skip_reason(sample)
+                    if reason:
+                        raise SkipSample(reason)
+                    _ = sample.image  # image problems are the sample's failure, not the editor's latency
+                    generator = torch.Generator("cpu").manual_seed(rec.seed if rec.seed is not None else 0)
+                    synchronize(device)
+                    t0 = time.perf_counter()
+                    with torch.inference_mode(False):
+                        result = ed.edit(sample, generator)
+                    synchronize(device)
+                    rec.latency_s = time.perf_counter() - t0
+                    rec.warmup = timed < opts.warmup
+                    timed += 1
+                    result = as_edit_output(result, sample.id, ed.name)
+                    img_path = folder.image_path(ed.name, sample.id)
+                    save_png(img_path, result.image)
+                    rec.image = str(img_path.relative_to(folder.root))
+                    rec.extras = {k: v for k, v in result.extras.items() if isinstance(v, (int, float, str, bool))}
+                    rec.metrics = score_sample(metrics, sample, result.image)
+                except SkipSample as exc:
+                    rec.status, rec.error = "skipped", str(exc)
+                except Exception as exc:
+                    rec.status, rec.error = "failed", one_line(exc)
+                    rec.latency_s = None
+                    log.debug("sample failure", exc_info=True)
+                    if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    rec.extras = {"traceback": traceback.format_exc(limit=3)[-2000:]}
+                writer.write(rec)
+                progress.advance(rec.status)
+                if rec.status == "failed" and opts.fail_fast:
+                    raise FailFast(f"{ed.name} failed on sample {sample.id}: {rec.error} (--fail-fast)")
+            del ed
+    finally:
+        writer.close()
+        progress.stop()
+    return write_leaderboard(folder, dataset, opts, metrics, load_errors)
+
+
+def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, extra: dict) -> dict:
+    manifest = folder.read_manifest() or {"editors": {}}
+    records = folder.records()
+    editors = {}
+    for name, info in manifest["editors"].items():
+        recs = [r for r in records if r.editor == name and r.config_hash == info["config_hash"]
+                and r.dataset_sha256 == dataset_info.get("annotations_sha256")]
+        if not recs and name not in extra.get("load_errors", {}):
+            continue
+        editors[name] = {**info, **summarise_editor(recs, metric_info)}
+        if name in extra.get("load_errors", {}):
+            editors[name]["load_error"] = extra["load_errors"][name]
+    toy = any(e.get("toy") for e in editors.values()) or bool(extra.get("metrics_toy"))
+    n_processes = len({r.rank for r in records}) or 1
+    return {
+        "kind": LEADERBOARD_KIND,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": now_iso(),
+        "run": folder.root.name,
+        "command": extra.get("command", ""),
+        "toy": toy,
+        "toy_note": ("numbers come from toy (random-weight) models: they check the pipeline, not editing quality"
+                     if toy else ""),
+        "git": git_state(),
+        "packages": package_versions(),
+        "device": extra.get("device", {}),
+        "processes": max(n_processes, extra.get("world", 1)),
+        "dataset": dataset_info,
+        "metrics_backbone": extra.get("metrics_backbone", ""),
+        "metric_info": metric_info,
+        "editors": editors,
+    }
+
+
+def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, metrics: list,
+                      load_errors: Optional[dict] = None) -> dict:
+    metric_info = {m.name: m.describe() for m in metrics}
+    metrics_backbone = metrics[0].backbone if metrics else ""
+    board = build_leaderboard(folder, dataset.describe(), metric_info, {
+        "command": opts.command, "device": device_info(opts.device), "world": opts.world,
+        "metrics_backbone": metrics_backbone, "metrics_toy": any(m.is_toy for m in metrics),
+        "load_errors": load_errors or {}})
+    try:
+        atomic_write_json(folder.leaderboard_path, board)
+    except OSError as exc:
+        raise ResultsError(f"{folder.leaderboard_path}: could not write the leaderboard ({exc.strerror}); "
+                           "per-sample records are safe in samples*.jsonl - free space and rerun to resume") from None
+    return board
+
+
+def any_failed(board: dict) -> bool:
+    return any(e.get("n_failed", 0) or e.get("load_error") for e in board["editors"].values())

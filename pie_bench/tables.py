@@ -1,0 +1,121 @@
+"""Rich tables of leaderboards and comparisons, with the paper's display scales."""
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from .results import decode_float
+
+SHORT = {
+    "structure_distance": "Struct",
+    "psnr_unedit_part": "PSNR",
+    "lpips_unedit_part": "LPIPS",
+    "mse_unedit_part": "MSE",
+    "ssim_unedit_part": "SSIM",
+    "clip_similarity_target_image": "CLIP-W",
+    "clip_similarity_target_image_edit_part": "CLIP-E",
+    "clip_similarity_source_image": "CLIP-src",
+}
+
+
+def scale_suffix(scale: float) -> str:
+    if scale in (0, 1):
+        return ""
+    exp = round(math.log10(scale))
+    return f" x10^{exp}" if 10 ** exp == scale else f" x{scale:g}"
+
+
+def metric_header(name: str, info: dict) -> str:
+    arrow = "↑" if info.get("higher_is_better", True) else "↓"
+    return f"{SHORT.get(name, name)}{scale_suffix(info.get('scale', 1.0))} {arrow}"
+
+
+def fmt_value(value, scale: float = 1.0, digits: int = 2) -> str:
+    v = decode_float(value)
+    if math.isnan(v):
+        return "–"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v * scale:.{digits}f}"
+
+
+def fmt_latency(lat: dict) -> tuple[str, str]:
+    def f(x):
+        return "–" if x is None else (f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s")
+    return f(lat.get("p50")), f(lat.get("p95"))
+
+
+def leaderboard_table(board: dict, category: str | None = None) -> Table:
+    info = board.get("metric_info", {})
+    names = list(info) or sorted({m for e in board["editors"].values() for m in e["metrics"]})
+    title = f"{board['dataset'].get('name')} — {'all categories' if category is None else category}"
+    if board.get("toy"):
+        title += "  [bold yellow](TOY MODELS: pipeline check, not editing quality)[/bold yellow]"
+    table = Table(title=title, show_lines=False)
+    table.add_column("editor", style="bold")
+    table.add_column("ok/fail/skip", justify="right")
+    for n in names:
+        table.add_column(metric_header(n, info.get(n, {})), justify="right")
+    if category is None:
+        table.add_column("p50", justify="right")
+        table.add_column("p95", justify="right")
+    for name, ed in board["editors"].items():
+        block = ed if category is None else ed.get("per_category", {}).get(category)
+        if block is None:
+            continue
+        cells = []
+        for n in names:
+            m = block["metrics"].get(n)
+            if m is None:
+                cells.append("")
+                continue
+            scale = info.get(n, {}).get("scale", 1.0)
+            cells.append(f"{fmt_value(m['mean'], scale)} [dim](n={m['n']})[/dim]")
+        counts = (f"{ed['n_ok']}/{ed['n_failed']}/{ed['n_skipped']}" if category is None
+                  else f"{block['n_ok']}/{block['n_failed']}/–")
+        label = name + (" [yellow](toy)[/yellow]" if ed.get("toy") else "")
+        if ed.get("load_error"):
+            label += " [red](load error)[/red]"
+        row = [label, counts, *cells]
+        if category is None:
+            row += list(fmt_latency(ed.get("latency", {})))
+        table.add_row(*row)
+    return table
+
+
+def print_leaderboard(board: dict, console: Console | None = None, per_category: bool = True) -> None:
+    console = console or Console()
+    if board.get("toy"):
+        console.print(f"[bold yellow]NOTE:[/bold yellow] {board.get('toy_note')}")
+    console.print(leaderboard_table(board))
+    if per_category:
+        cats = sorted({c for e in board["editors"].values() for c in e.get("per_category", {})}, key=int)
+        for c in cats:
+            name = next(e["per_category"][c]["name"] for e in board["editors"].values() if c in e.get("per_category", {}))
+            console.print(_category_table(board, c, name))
+    for name, ed in board["editors"].items():
+        if ed.get("load_error"):
+            console.print(f"[red]{name}: not run: {ed['load_error']}[/red]")
+        if ed.get("n_failed"):
+            first = ed["failures"][0]
+            console.print(f"[red]{name}: {ed['n_failed']} failed sample(s), excluded from means; "
+                          f"first: {first['sample_id']}: {first['error']}[/red]")
+
+
+def _category_table(board: dict, cat: str, name: str) -> Table:
+    table = leaderboard_table(board, cat)
+    table.title = f"{board['dataset'].get('name')} — category {cat}: {name}"
+    return table
+
+
+def comparison_table(result: dict, a_name: str, b_name: str) -> Table:
+    table = Table(title=f"compare {a_name} → {b_name}")
+    for col in ("editor", "metric", "A", "B", "Δ", "2·se", "flag"):
+        table.add_column(col, justify="right" if col not in ("editor", "metric") else "left")
+    for r in result["rows"]:
+        flag = "[red]REGRESSION[/red]" if r["regression"] else ("[green]changed[/green]" if r["flagged"] else "")
+        table.add_row(r["editor"], SHORT.get(r["metric"], r["metric"]), fmt_value(r["a"], digits=4),
+                      fmt_value(r["b"], digits=4), fmt_value(r["delta"], digits=4), fmt_value(2 * r["se"], digits=4), flag)
+    return table
