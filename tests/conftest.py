@@ -1,0 +1,29 @@
+"""Shared test fixtures. Toy weights are cached under .cache/ (git-ignored) so repeated runs are fast."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+os.environ.setdefault("PIE_BENCH_CACHE", str(REPO / ".cache" / "pie_bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def piebench_mini() -> Path:
+    """The real PIE-Bench annotations in ../shared/piebench-mini (present in CI beside the clone)."""
+    path = SHARED / "piebench-mini"
+    if not (path / "mapping_file.json").exists():
+        pytest.skip(f"real PIE-Bench sample data not found at {path} (CI places ../shared beside the clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke():
+    from pie_bench.data import load_dataset
+
+    return load_dataset("smoke")
