@@ -1,0 +1,358 @@
+"""Pix2Pix-Zero (``pix2pix_zero``): zero-shot image-to-image translation with an edit direction in
+text-embedding space and cross-attention guidance.
+
+Paper: Parmar, Singh, Zhang, Li, Lu, Zhu, "Zero-shot Image-to-Image Translation", SIGGRAPH 2023
+(arXiv:2302.03027); code ``pix2pixzero/pix2pix-zero``. PIE-Bench runs it through
+``cure-lab/PnPInversion: run_editing_pix2pix_zero.py`` with Stable Diffusion v1.4.
+
+PIE-Bench settings (the defaults here)
+  * caption c: a BLIP caption of the source (LAVIS ``blip_caption/base_coco``). **Default here:
+    ``caption=source_prompt``**, the sample's source prompt, because it needs no extra model and the
+    PIE-Bench source prompt describes the image at least as well as a caption; set ``caption=blip``
+    (with ``captioner=<hub id or local dir>``, default ``Salesforce/blip-image-captioning-base``) for the
+    protocol's captioned variant, prompted as LAVIS does (``"a picture of "``, beam 3, length 10-30).
+  * edit direction Δ = CLIP(target prompt) − CLIP(source prompt), per token, all 77 positions (no
+    sentence banks). The paper's sentence-bank direction (mean embedding of many sentences with the
+    target word minus that of sentences with the source word) is available with
+    ``source_sentences=<file>`` and ``target_sentences=<file>`` (text files, one sentence per line);
+    it then replaces the per-sample direction.
+  * DDIM inversion, 50 steps, conditional on c at guidance 1, with the noise regulariser applied to
+    every predicted ε: 5 rounds of (5 auto-correlation gradient steps with random rolls over a
+    pyramid down to 8x8, λ_ac = 20, then one KL step, λ_kl = 20). The source latent is a VAE
+    posterior *sample* (as the original), drawn with the sample's generator.
+  * editing, 50 DDIM steps, CFG 7.5 (repository default 5) with **the caption as the negative
+    prompt**: ε = ε(c) + 7.5 (ε(c + Δ) − ε(c)). A reference pass with c alone (the reconstruction)
+    records every cross-attention map; at each edit step the latent takes one SGD step of size
+    ``xa_guidance`` = 0.1 on Σ_layers ‖A_edit − A_ref‖² (sum over pixels and tokens, mean over
+    batch·heads), then ε is recomputed at the moved latent.
+
+Implementation choice: written on the shared backbone, not on diffusers'
+``StableDiffusionPix2PixZeroPipeline``. That pipeline is deprecated (moved to ``pipelines/deprecated``
+in 0.25, its tests deleted in 2024, its docs page removed in 0.38) and may vanish in any release;
+pinning diffusers for one editor would hold the whole harness back. Writing it directly also lets us
+(1) run the reference pass in lockstep with the edit pass, so only one step's attention maps exist,
+on the device (the pipeline stores all 50 steps' maps and copies each to the CPU), (2) use the
+sample's generator for every random draw, (3) install our attention processors only for the
+duration of an edit and restore them, because the UNet is shared with the other editors (the
+pipeline replaces them for good), and (4) default to the source prompt instead of requiring a BLIP
+model. The schedulers are diffusers' ``DDIMInverseScheduler`` / ``DDIMScheduler``. While diffusers
+still ships the pipeline, ``tests/test_pix2pix_zero.py`` checks that this editor's inversion and edit
+equal the pipeline's on the toy backbone (and skips, saying so, once it is gone).
+
+Deviations from PIE-Bench's vendored code, on purpose: its inverse scheduler indexes
+``alphas_cumprod[t - 1]`` (so the first step, t = 0, reads ᾱ_999) and ends at ᾱ_999 while the edit
+starts at t = 980; we use ``DDIMInverseScheduler`` (timesteps 0…980, the P2P inversion's convention),
+whose last latent is at the level where the edit starts.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pie_bench.errors import ConfigError
+from pie_bench.sample import Sample
+
+from .backbone import load_backbone
+from .base import EditOutput, Editor, EditorConfig
+
+CAPTION_SOURCES = ("source_prompt", "blip")
+BLIP_CAPTIONER = "Salesforce/blip-image-captioning-base"
+
+
+@dataclass
+class Pix2PixZeroConfig(EditorConfig):
+    num_inference_steps: int = 50  # DDIM steps, inversion and editing
+    guidance_scale: float = 7.5  # CFG with the caption as negative prompt (PIE-Bench; the repository: 5)
+    xa_guidance: float = 0.1  # cross-attention guidance step size (diffusers: cross_attention_guidance_amount)
+    lambda_ac: float = 20.0  # inversion regulariser: auto-correlation weight
+    lambda_kl: float = 20.0  # inversion regulariser: KL weight
+    num_reg_steps: int = 5
+    num_ac_rolls: int = 5
+    caption: str = "source_prompt"  # "source_prompt" (default, no extra model) | "blip" (PIE-Bench's protocol)
+    captioner: str = BLIP_CAPTIONER  # hub id or local dir of a transformers BLIP captioning model
+    source_sentences: str = ""  # sentence bank (text file, one sentence per line) for the paper's direction
+    target_sentences: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the inversion regulariser (pix2pix-zero §3.1): push a predicted ε toward i.i.d. N(0, 1)
+
+
+def draw_rolls(shape: torch.Size, generator: Optional[torch.Generator]) -> list[torch.Tensor]:
+    """Random roll amounts, one per (batch, channel) map and pyramid level, in [0, size/2).
+
+    Drawn one at a time in (batch, channel, level) order, as the original and diffusers do, so that
+    the same generator yields the same rolls as the reference implementation."""
+    b, c, h, _ = shape
+    sizes = [h]
+    while sizes[-1] > 8:
+        sizes.append(sizes[-1] // 2)
+    amounts = [[int(torch.randint(s // 2, (1,), generator=generator).item()) for s in sizes] for _ in range(b * c)]
+    return [torch.tensor([a[i] for a in amounts]) for i in range(len(sizes))]
+
+
+def auto_corr_loss(eps: torch.Tensor, rolls: list[torch.Tensor]) -> torch.Tensor:
+    """Σ over maps and pyramid levels of mean(ε·roll(ε, k))² along height and width, vectorised over
+    maps (each map has its own roll amount)."""
+    x = eps.flatten(0, 1)  # (maps, H, W)
+    loss = x.new_zeros(())
+    for level, shifts in enumerate(rolls):
+        h, w = x.shape[-2:]
+        shifts = shifts.to(x.device)[:, None]
+        rows = (torch.arange(h, device=x.device)[None] - shifts) % h  # torch.roll: out[i] = in[i - k]
+        cols = (torch.arange(w, device=x.device)[None] - shifts) % w
+        rolled_h = x.gather(1, rows[:, :, None].expand(-1, -1, w))
+        rolled_w = x.gather(2, cols[:, None, :].expand(-1, h, -1))
+        loss = loss + (x * rolled_h).mean((1, 2)).pow(2).sum() + (x * rolled_w).mean((1, 2)).pow(2).sum()
+        if level + 1 < len(rolls):
+            x = F.avg_pool2d(x[:, None], kernel_size=2)[:, 0]
+    return loss
+
+
+def kl_loss(eps: torch.Tensor) -> torch.Tensor:
+    mean, var = eps.mean(), eps.var()
+    return var + mean**2 - 1 - torch.log(var + 1e-7)
+
+
+def regularize_noise(eps: torch.Tensor, generator: Optional[torch.Generator], lambda_ac: float = 20.0,
+                     lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5) -> torch.Tensor:
+    """Gradient steps on the predicted noise (in fp32 whatever the model dtype)."""
+    e = eps.detach().float()
+    with torch.enable_grad():
+        for _ in range(num_reg_steps):
+            if lambda_ac > 0:
+                for _ in range(num_ac_rolls):
+                    var = e.clone().requires_grad_(True)
+                    (grad,) = torch.autograd.grad(auto_corr_loss(var, draw_rolls(e.shape, generator)), var)
+                    e = e - lambda_ac * grad / num_ac_rolls
+            if lambda_kl > 0:
+                var = e.clone().requires_grad_(True)
+                (grad,) = torch.autograd.grad(kl_loss(var), var)
+                e = e - lambda_kl * grad
+    return e.to(eps.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-attention maps
+
+
+class CrossAttentionProbe:
+    """Collects the cross-attention probabilities of one UNet call, in layer order."""
+
+    def __init__(self):
+        self.maps: list[torch.Tensor] = []
+        self.recording = False
+
+    def take(self) -> list[torch.Tensor]:
+        maps, self.maps = self.maps, []
+        return maps
+
+
+class ProbedCrossAttnProcessor:
+    """Cross-attention with explicit probabilities (SDPA never exposes them), handed to a probe."""
+
+    def __init__(self, probe: CrossAttentionProbe):
+        self.probe = probe
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], hidden_states.shape[0])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (batch*heads, pixels, tokens)
+        if self.probe.recording:
+            self.probe.maps.append(probs)
+        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def probed_cross_attention(unet):
+    """Install probing processors on every ``attn2`` layer for the duration of the block and put the
+    previous processors back afterwards (the UNet is shared with other editors)."""
+    saved = dict(unet.attn_processors)
+    probe = CrossAttentionProbe()
+    procs = {name: ProbedCrossAttnProcessor(probe) if ".attn2." in name else proc for name, proc in saved.items()}
+    unet.set_attn_processor(procs)
+    try:
+        yield probe
+    finally:
+        unet.set_attn_processor(saved)
+
+
+def attention_guidance_loss(maps: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_layers mean_(batch·heads) Σ_(pixels, tokens) (A − A_ref)²; the reference is one prompt's maps,
+    shared by every row of the batch."""
+    loss = maps[0].new_zeros((), dtype=torch.float32)
+    for cur, ref in zip(maps, reference, strict=True):
+        ref = ref.repeat(cur.shape[0] // ref.shape[0], 1, 1)
+        loss = loss + (cur.float() - ref.float()).pow(2).sum((1, 2)).mean(0)
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# captions and directions
+
+
+class BlipCaptioner:
+    """PIE-Bench's caption: BLIP base (COCO captioning), prompted with "a picture of " and decoded with
+    beam search 3, length 10-30, prompt stripped, as LAVIS ``blip_caption/base_coco`` does."""
+
+    prompt = "a picture of "
+
+    def __init__(self, model_id: str, device, dtype):
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        try:
+            self.processor = BlipProcessor.from_pretrained(model_id)
+            self.model = BlipForConditionalGeneration.from_pretrained(model_id, dtype=dtype).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"pix2pix_zero.captioner: cannot load BLIP from {model_id!r} "
+                              f"({str(exc).splitlines()[0][:160]}); download it with `huggingface-cli download "
+                              f"{BLIP_CAPTIONER}`, pass a local dir, or use pix2pix_zero.caption=source_prompt") from None
+        self.device, self.dtype = torch.device(device), dtype
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> str:
+        from PIL import Image
+
+        inputs = self.processor(images=Image.fromarray(image), text=self.prompt, return_tensors="pt")
+        inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                  for k, v in inputs.items()}
+        out = self.model.generate(**inputs, num_beams=3, max_length=30, min_length=10)
+        text = self.processor.decode(out[0], skip_special_tokens=True).strip()
+        stem = self.prompt.strip()
+        return text[len(stem):].strip() if text.startswith(stem) else text
+
+
+def read_sentences(path: str, key: str) -> list[str]:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"pix2pix_zero.{key}: {p} is not a file; pass a text file with one sentence per line")
+    sentences = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not sentences:
+        raise ConfigError(f"pix2pix_zero.{key}: {p} has no sentences; write one sentence per line")
+    return sentences
+
+
+# ---------------------------------------------------------------------------------------------
+# the editor
+
+
+class Pix2PixZeroEditor(Editor):
+    name = "pix2pix_zero"
+    Config = Pix2PixZeroConfig
+    requires = frozenset({"image", "source_prompt", "target_prompt"})
+    paper = "Parmar et al., Zero-shot Image-to-Image Translation (pix2pix-zero), SIGGRAPH 2023"
+
+    def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
+        cfg = self.config
+        if cfg.caption not in CAPTION_SOURCES:
+            raise ConfigError(f"pix2pix_zero.caption={cfg.caption!r}: expected one of {', '.join(CAPTION_SOURCES)}")
+        if bool(cfg.source_sentences) != bool(cfg.target_sentences):
+            raise ConfigError("pix2pix_zero: give both source_sentences and target_sentences (or neither)")
+        super().load(backbone, device, dtype)
+        self.backbone = load_backbone(backbone, device, dtype, variant="sd")
+        self.captioner = BlipCaptioner(cfg.captioner, device, dtype) if cfg.caption == "blip" else None
+        self.bank_direction = None
+        if cfg.source_sentences:
+            self.bank_direction = (self.mean_embedding(read_sentences(cfg.target_sentences, "target_sentences"))
+                                   - self.mean_embedding(read_sentences(cfg.source_sentences, "source_sentences")))
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def mean_embedding(self, sentences: list[str], chunk: int = 64) -> torch.Tensor:
+        """Mean CLIP text embedding over sentences, (1, 77, D)."""
+        total = sum(self.backbone.encode_prompt(sentences[i:i + chunk]).float().sum(0, keepdim=True)
+                    for i in range(0, len(sentences), chunk))
+        return (total / len(sentences)).to(self.backbone.dtype)
+
+    def caption(self, sample: Sample) -> str:
+        return self.captioner(sample.image) if self.captioner is not None else sample.source_prompt
+
+    def direction(self, sample: Sample) -> torch.Tensor:
+        if self.bank_direction is not None:
+            return self.bank_direction
+        emb = self.backbone.encode_prompt([sample.target_prompt, sample.source_prompt])
+        return emb[:1] - emb[1:]
+
+    # -- the two stages ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def invert(self, latents: torch.Tensor, cond: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Regularised DDIM inversion at guidance 1 (conditional prediction only)."""
+        from diffusers import DDIMInverseScheduler
+
+        cfg, unet = self.config, self.backbone.unet
+        sched = DDIMInverseScheduler.from_config(self.backbone.scheduler.config)
+        sched.set_timesteps(cfg.num_inference_steps, device=latents.device)
+        for t in sched.timesteps:
+            eps = unet(latents, t, encoder_hidden_states=cond).sample
+            eps = regularize_noise(eps, generator, cfg.lambda_ac, cfg.lambda_kl, cfg.num_reg_steps, cfg.num_ac_rolls)
+            latents = sched.step(eps, t, latents).prev_sample
+        return latents
+
+    def generate(self, x_t: torch.Tensor, cond: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference (reconstruction) and edited trajectories from the inverted latent, in lockstep.
+        Returns (edited latents, reconstruction latents)."""
+        cfg, unet = self.config, self.backbone.unet
+        sched = self.backbone.new_scheduler()
+        sched.set_timesteps(cfg.num_inference_steps, device=x_t.device)
+        cond_edit = torch.cat([cond, cond + direction.to(cond)])  # row 0: the caption as negative prompt
+        ref, x = x_t, x_t
+        with probed_cross_attention(unet) as probe:
+            for t in sched.timesteps:
+                with torch.no_grad():
+                    # CFG whose negative prompt is the caption itself reduces to ε(c): one row suffices
+                    probe.recording = True
+                    eps_ref = unet(ref, t, encoder_hidden_states=cond).sample
+                    probe.recording = False
+                    ref_maps = probe.take()
+                    ref = sched.step(eps_ref, t, ref).prev_sample
+                x_in = torch.cat([x, x]).detach()
+                if cfg.xa_guidance > 0:
+                    with torch.enable_grad():
+                        x_in.requires_grad_(True)
+                        probe.recording = True
+                        unet(x_in, t, encoder_hidden_states=cond_edit)
+                        probe.recording = False
+                        loss = attention_guidance_loss(probe.take(), ref_maps)
+                        (grad,) = torch.autograd.grad(loss, x_in)
+                    x_in = (x_in - cfg.xa_guidance * grad).detach()  # one SGD step, as the original
+                with torch.no_grad():
+                    eps_neg, eps_edit = unet(x_in, t, encoder_hidden_states=cond_edit).sample.chunk(2)
+                    eps = eps_neg + cfg.guidance_scale * (eps_edit - eps_neg)
+                    x = sched.step(eps, t, x_in[:1]).prev_sample
+        return x, ref
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        bb, cfg = self.backbone, self.config
+        caption = self.caption(sample)
+        latents = bb.encode_image(sample.image, sample=True, generator=generator)
+        cond = bb.encode_prompt([caption])
+        x_t = self.invert(latents, cond, generator)
+        edited, _ = self.generate(x_t, cond, self.direction(sample))
+        n = cfg.num_inference_steps
+        evals = n + n + (4 if cfg.xa_guidance > 0 else 2) * n  # inversion, reference, edit (grad pass + final)
+        return EditOutput(image=bb.decode(edited)[0], extras={"unet_evals": evals, "caption": caption})
