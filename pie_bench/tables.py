@@ -91,10 +91,9 @@ def print_leaderboard(board: dict, console: Console | None = None, per_category:
         console.print(f"[bold yellow]NOTE:[/bold yellow] {board.get('toy_note')}")
     console.print(leaderboard_table(board))
     if per_category:
-        cats = sorted({c for e in board["editors"].values() for c in e.get("per_category", {})}, key=int)
-        for c in cats:
-            name = next(e["per_category"][c]["name"] for e in board["editors"].values() if c in e.get("per_category", {}))
-            console.print(_category_table(board, c, name))
+        table = per_category_table(board)
+        if table.row_count:
+            console.print(table)
     for name, ed in board["editors"].items():
         if ed.get("load_error"):
             console.print(f"[red]{name}: not run: {ed['load_error']}[/red]")
@@ -104,9 +103,32 @@ def print_leaderboard(board: dict, console: Console | None = None, per_category:
                           f"first: {first['sample_id']}: {first['error']}[/red]")
 
 
-def _category_table(board: dict, cat: str, name: str) -> Table:
-    table = leaderboard_table(board, cat)
-    table.title = f"{board['dataset'].get('name')} — category {cat}: {name}"
+def per_category_table(board: dict) -> Table:
+    """One table, a section per edit category and a row per editor: ten separate tables scroll off screen."""
+    info = board.get("metric_info", {})
+    names = list(info) or sorted({m for e in board["editors"].values() for m in e["metrics"]})
+    table = Table(title=f"{board['dataset'].get('name')} — per edit category")
+    table.add_column("category", style="bold")
+    table.add_column("editor")
+    table.add_column("ok/fail", justify="right")
+    for n in names:
+        table.add_column(metric_header(n, info.get(n, {})), justify="right")
+    cats = sorted({c for e in board["editors"].values() for c in e.get("per_category", {})}, key=int)
+    for c in cats:
+        first = True
+        for name, ed in board["editors"].items():
+            block = ed.get("per_category", {}).get(c)
+            if block is None:
+                continue
+            cells = []
+            for n in names:
+                m = block["metrics"].get(n)
+                cells.append("" if m is None else fmt_value(m["mean"], info.get(n, {}).get("scale", 1.0)))
+            label = f"{c} {block.get('name', '')}" if first else ""
+            table.add_row(label, name, f"{block['n_ok']}/{block['n_failed']}", *cells, end_section=False)
+            first = False
+        if not first:
+            table.rows[-1].end_section = True
     return table
 
 
