@@ -1,0 +1,381 @@
+"""iCD (``icd``): invertible consistency distillation, text-guided editing in 4 + 4 model calls.
+
+Paper: Starodubcev, Khoroshikh, Babenko, Baranchuk, "Invertible Consistency Distillation for
+Text-Guided Image Editing in Around 7 Steps", NeurIPS 2024 (arXiv:2406.14539); code
+``yandex-research/invertible-cd`` (``utils/{loading,generation,inversion,p2p}.py``,
+``running/sd1.5/edit.py``, ``launch_editing_iCD_sd1.5.sh``).
+
+Models: Stable Diffusion 1.5 whose UNet is replaced by a guidance-distilled teacher that takes the
+guidance scale as an extra embedding (``time_cond_proj_dim=512``; hub ``dbaranchuk/sd15-cfg-distill-unet``),
+plus two rank-64 LoRA adapters on it (hub ``dbaranchuk/icd-lora-sd15``): a *forward* consistency model
+(image → noise) and a *reverse* one (noise → image). Both are loaded with peft as named adapters on the
+one UNet and switched per phase (the reference fuses each into its own pipeline copy; same maths).
+Real LoRA files in PEFT layout (keys ``[unet.]base_model.model.<module>.lora_A.weight``, alpha 8 as
+peft's default for the rank-64 training config) or kohya layout (``lora_unet_…``, ``.alpha``) load.
+
+PIE-Bench settings (``launch_editing_iCD_sd1.5.sh``, the defaults here)
+  * encode: VAE posterior mean; DDPM-noise to t = 19 with the sample's generator.
+  * forward (inversion): 4 consistency steps at timesteps [19, 259, 519, 779] to boundaries
+    [259, 519, 779, 999], source prompt, guidance w = 0:  x0 = (x − σ_t ε)/α_t,  x_s = α_s x0 + σ_s ε.
+  * reverse (editing): 4 steps at [999, 779, 519, 259] to boundaries [779, 519, 259, 0] (the last
+    boundary forces α = 1, σ = 0) on the rows [source, target]. The w-embedding is 0 on the source row
+    and w = 19 on the target row, except where dynamic guidance (τ1 = τ2 = 0.8) switches it off: w_t = w
+    for t/1000 ≤ τ1, 0 for t/1000 ≥ τ2, linear between (here: only t = 999 runs unguided).
+  * Prompt-to-Prompt with 4 steps: cross-attention replaced for steps < int(0.3·5) = 1, self-attention
+    for steps < int(0.6·4) = 2, Replace controller when the prompts have the same word count else
+    Refine, LocalBlend on the blended words from step 0 (threshold 0.3), and the target's added
+    non-stop-words (NLTK's English list) re-weighted ×4 (amplify factor).
+  * fp32, seed: the harness seed (the iCD script used 30).
+
+The Prompt-to-Prompt attention control is the harness's one implementation, ``editors.p2p``.
+The reference runs the reverse UNet on [∅, ∅, src, tgt] and discards the ∅ rows (with a w-embedding
+UNet they are never used); we run [src, tgt] only, which is the same computation at half the cost.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from pie_bench.errors import ConfigError
+from pie_bench.sample import Sample
+
+from .backbone import ICD_TEACHER_UNET, cache_root, load_backbone
+from .base import EditOutput, Editor, EditorConfig
+
+ICD_LORA_REPO = "dbaranchuk/icd-lora-sd15"
+# rank-64 LoRA targets of iCD's training script (training/train_icd_sd15_lora.py)
+ICD_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+                    "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
+ICD_LORA_ALPHA = 8.0  # peft's default lora_alpha, which iCD trained with (scale 8/64); its kohya export says 8 too
+
+# NLTK's English stop-word list (nltk.corpus.stopwords.words("english")), which iCD's edit.py uses to pick
+# the words to amplify; spelled out here so the editor needs neither nltk nor its corpus download.
+NLTK_ENGLISH_STOPWORDS = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his
+himself she she's her hers herself it it's its itself they them their theirs themselves what which who whom this
+that that'll these those am is are was were be been being have has had having do does did doing a an the and but
+if or because as until while of at by for with about against between into through during before after above below
+to from up down in out on off over under again further then once here there when where why how all any both each
+few more most other some such no nor not only own same so than too very s t can will just don don't should
+should've now d ll m o re ve y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't
+haven haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't
+weren weren't won won't wouldn wouldn't""".split())
+
+
+@dataclass
+class ICDConfig(EditorConfig):
+    reverse_timesteps: tuple = (259, 519, 779, 999)
+    forward_timesteps: tuple = (19, 259, 519, 779)
+    start_timestep: int = 19  # noise level the real image is DDPM-noised to before the forward model
+    guidance_scale: float = 19.0  # w of the target row (w-embedding), ε = ε_c + w (ε_c − ε_u) as distilled
+    forward_guidance_scale: float = 0.0  # w during inversion (iCD: inv_guidance_scale 0)
+    tau1: float = 0.8  # dynamic guidance: full w for t/1000 <= tau1
+    tau2: float = 0.8  # ... none for t/1000 >= tau2, linear between
+    cross_replace_steps: float = 0.3
+    self_replace_steps: float = 0.6
+    amplify_factor: float = 4.0  # P2P re-weighting of the target's added non-stop-words
+    controller: str = "auto"  # "auto" (iCD: replace when the word counts match, else refine) | refine | replace
+    local_blend: bool = True
+    blend_threshold: float = 0.3
+    teacher_unet: str = ICD_TEACHER_UNET  # guidance-distilled UNet (hub id or local dir); unused for toy/shapes
+    lora_source: str = ICD_LORA_REPO  # hub id or local dir holding both adapter files
+    forward_lora: str = "forward-19-259-519-779.safetensors"  # file name in lora_source (hub repo or folder)
+    reverse_lora: str = "reverse-259-519-779-999.safetensors"
+    lora_alpha: float = ICD_LORA_ALPHA  # used for PEFT-layout files, which carry no alpha
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules
+
+
+def boundaries(timesteps: Sequence[int], direction: str) -> list[tuple[int, int]]:
+    """(t, s) pairs, in the order they run. Forward: each step jumps to the next timestep, the last to
+    999. Reverse: from the largest timestep down, each to the next smaller one, the last to 0."""
+    ts = sorted(int(t) for t in timesteps)
+    if direction == "forward":
+        return list(zip(ts, ts[1:] + [999]))
+    if direction == "reverse":
+        ts = ts[::-1]
+        return list(zip(ts, ts[1:] + [0]))
+    raise ValueError(direction)
+
+
+def dynamic_guidance(t: int, w: float, tau1: float, tau2: float) -> float:
+    """iCD's dynamic guidance (``linear_schedule_old``): w for t/1000 <= tau1, 0 for t/1000 >= tau2,
+    linear in between."""
+    s = t / 1000
+    if s <= tau1:
+        return w
+    if s >= tau2:
+        return 0.0
+    return (tau2 - s) / (tau2 - tau1) * w
+
+
+def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of the guidance scale (VDM / LCM convention: w scaled by 1000), (len(w), dim)."""
+    w = w.float() * 1000.0
+    half = dim // 2
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) / (half - 1) * torch.arange(half, dtype=torch.float32))
+    args = w[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    return torch.nn.functional.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+def consistency_step(eps: torch.Tensor, x: torch.Tensor, t: int, s: int, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x0 = (x − σ_t ε)/α_t, then x_s = α_s x0 + σ_s ε; boundary 0 is the clean image (α = 1, σ = 0)."""
+    a_t, s_t = alphas_cumprod[t].sqrt(), (1 - alphas_cumprod[t]).sqrt()
+    a_s, s_s = (alphas_cumprod[s].sqrt(), (1 - alphas_cumprod[s]).sqrt()) if s > 0 else (1.0, 0.0)
+    x0 = (x - s_t * eps) / a_t
+    return a_s * x0 + s_s * eps
+
+
+def added_words(source: str, target: str) -> list[str]:
+    """iCD's words to amplify: target words absent from the source, minus stop-words."""
+    src = source.split(" ")
+    return [w for w in target.split(" ") if w not in src and w not in NLTK_ENGLISH_STOPWORDS]
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA adapters (peft)
+
+
+# The authors' tarballs (README: iCD-SD15_4steps_1.tar.gz) name the same adapters differently; a local folder
+# holding either spelling works without renaming.
+TARBALL_NAMES = {"forward-19-259-519-779.safetensors": "iCD-SD15-forward_19_259_519_779.safetensors",
+                 "reverse-259-519-779-999.safetensors": "iCD-SD15-reverse_259_519_779_999.safetensors"}
+
+
+def resolve_lora_file(source: str, filename: str) -> Path:
+    """A LoRA file from a local dir or a hub repo (hub cache, honours HF_HUB_OFFLINE)."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        for name in (filename, TARBALL_NAMES.get(filename)):
+            if name and (local / name).is_file():
+                return local / name
+        raise ConfigError(f"icd: {local / filename} not found; the folder must hold the iCD adapter file {filename} "
+                          "(or set --editor-arg icd.forward_lora=/icd.reverse_lora= to its file name)")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(source, filename))
+    except Exception as exc:  # offline, missing repo or file: one actionable line
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise ConfigError(f"icd: cannot get {filename} from hub repo {source}{offline}: "
+                          f"{str(exc).splitlines()[0][:160]}; run `huggingface-cli download {source} {filename}` "
+                          "or pass a local folder with --editor-arg icd.lora_source=DIR") from None
+
+
+def normalise_lora_state_dict(state: dict, unet, default_alpha: float) -> tuple[dict, dict]:
+    """-> ({"<module>.lora_A.weight"/"<module>.lora_B.weight": tensor}, {module: alpha}) from a PEFT
+    (any of the usual prefixes) or kohya (``lora_unet_*``, ``lora_down/lora_up``, ``.alpha``) state dict."""
+    out, alphas = {}, {}
+    if any(k.startswith("lora_unet_") for k in state):
+        by_flat = {name.replace(".", "_"): name for name, _ in unet.named_modules() if name}
+        for key, value in state.items():
+            stem, _, leaf = key.partition(".")
+            module = by_flat.get(stem[len("lora_unet_"):])
+            if module is None:
+                raise ConfigError(f"icd: LoRA key {key!r} names no module of this UNet (wrong base model?)")
+            if leaf == "alpha":
+                alphas[module] = float(value)
+            else:
+                out[f"{module}.{leaf.replace('lora_down', 'lora_A').replace('lora_up', 'lora_B')}"] = value
+    else:
+        for key, value in state.items():
+            for prefix in ("unet.base_model.model.", "base_model.model.", "unet."):
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    break
+            out[key.replace(".default.", ".")] = value
+    modules = {k.rsplit(".lora_", 1)[0] for k in out}
+    return out, {m: alphas.get(m, default_alpha) for m in modules}
+
+
+def add_lora_adapter(unet, path: Path, adapter_name: str, default_alpha: float = ICD_LORA_ALPHA) -> None:
+    """Load a LoRA file (safetensors) into ``unet`` as the peft adapter ``adapter_name``."""
+    from peft import LoraConfig, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state, alphas = normalise_lora_state_dict(load_file(str(path)), unet, default_alpha)
+    modules = sorted(alphas)
+    known = dict(unet.named_modules())
+    missing = [m for m in modules if m not in known]
+    if not modules or missing:
+        raise ConfigError(f"icd: {path} is not a LoRA for this UNet "
+                          f"({'no lora_A/lora_B weights' if not modules else 'unknown module ' + missing[0]})")
+    ranks = {m: int(state[f"{m}.lora_A.weight"].shape[0]) for m in modules}
+    rank = max(set(ranks.values()), key=list(ranks.values()).count)
+    alpha = max(set(alphas.values()), key=list(alphas.values()).count)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules,
+                        rank_pattern={m: r for m, r in ranks.items() if r != rank},
+                        alpha_pattern={m: a for m, a in alphas.items() if a != alpha})
+    with warnings.catch_warnings():  # peft warns on every adapter after the first; two is the design here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        unet.add_adapter(config, adapter_name=adapter_name)
+    result = set_peft_model_state_dict(unet, {k: v.to(unet.dtype) for k, v in state.items()},
+                                       adapter_name=adapter_name)
+    unexpected = [k for k in result.unexpected_keys if "lora" in k]
+    if unexpected:
+        raise ConfigError(f"icd: {path}: weights not used by the adapter, e.g. {unexpected[0]}")
+
+
+def toy_lora_state_dict(unet, rank: int, seed: int) -> dict:
+    """Random rank-``rank`` adapter on a copy of ``unet`` created with peft, in the PEFT layout of the real
+    iCD files (``unet.base_model.model.<module>.lora_A.weight``)."""
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    model = copy.deepcopy(unet).float()
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=ICD_LORA_ALPHA, target_modules=list(ICD_LORA_TARGETS)),
+                      adapter_name="toy")
+    gen = torch.Generator().manual_seed(seed)
+    state = get_peft_model_state_dict(model, adapter_name="toy")
+    for key, value in state.items():  # peft zero-initialises B; a toy adapter must change the model
+        value.copy_(torch.randn(value.shape, generator=gen) * (0.3 if "lora_A" in key else 0.1))
+    return {f"unet.base_model.model.{k}": v.contiguous() for k, v in state.items()}
+
+
+def build_toy_lora_folder(unet, config: ICDConfig, rank: int = 4, seed: int = 0) -> Path:
+    """Create (once) random forward/reverse adapters for the toy UNet under the real file names."""
+    from safetensors.torch import save_file
+
+    digest = hashlib.sha256(json.dumps([dict(unet.config), rank, seed, ICD_LORA_TARGETS], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:10]
+    folder = cache_root() / "toy" / f"icd-lora-{digest}"
+    files = {config.forward_lora: seed, config.reverse_lora: seed + 1}
+    if all((folder / f).is_file() for f in files):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, s in files.items():
+        tmp = folder / f".{name}.tmp{os.getpid()}"
+        save_file(toy_lora_state_dict(unet, rank, s), str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, folder / name)
+    return folder
+
+
+def adapter_name(kind: str, path: Path) -> str:
+    """Adapters are named after their file so a UNet shared by several editor instances loads each once."""
+    return f"icd_{kind}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the editor
+
+
+class ICDEditor(Editor):
+    name = "icd"
+    Config = ICDConfig
+    requires = frozenset({"image", "source_prompt", "target_prompt"})
+    paper = "Starodubcev et al., Invertible Consistency Distillation for Text-Guided Image Editing, NeurIPS 2024"
+
+    def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
+        cfg = self.config
+        if cfg.controller not in ("auto", "refine", "replace"):
+            raise ConfigError(f"icd.controller={cfg.controller!r}: expected auto, refine or replace")
+        for name in ("reverse_timesteps", "forward_timesteps"):
+            ts = getattr(cfg, name)
+            if not ts or any(not 0 <= int(t) <= 999 for t in ts) or len(set(ts)) != len(ts):
+                raise ConfigError(f"icd.{name}={list(ts)}: expected distinct timesteps in 0..999")
+        super().load(backbone, device, dtype)
+        own_unet = backbone in ("toy", "shapes") or not cfg.teacher_unet
+        self.backbone = bb = load_backbone(backbone, device, dtype, variant="icd",
+                                           unet_id=None if own_unet else cfg.teacher_unet)
+        self.w_dim = bb.unet.config.time_cond_proj_dim
+        if not self.w_dim:
+            raise ConfigError(f"icd: the UNet of backbone {backbone!r} has no guidance embedding "
+                              "(time_cond_proj_dim); iCD needs the guidance-distilled teacher "
+                              f"(--editor-arg icd.teacher_unet={ICD_TEACHER_UNET})")
+        source = str(build_toy_lora_folder(bb.unet, cfg)) if backbone == "toy" else cfg.lora_source
+        self.adapters = {}
+        for kind, filename in (("forward", cfg.forward_lora), ("reverse", cfg.reverse_lora)):
+            path = resolve_lora_file(source, filename)
+            name = adapter_name(kind, path)
+            if name not in getattr(bb.unet, "peft_config", {}):
+                add_lora_adapter(bb.unet, path, name, cfg.lora_alpha)
+            self.adapters[kind] = name
+        self.alphas_cumprod = bb.scheduler.alphas_cumprod.to(device=bb.device, dtype=torch.float32)
+        self.calls = self.evals = 0
+
+    # -- model calls -----------------------------------------------------------------------------
+    def eps(self, adapter: str, x: torch.Tensor, t: int, context: torch.Tensor, w: Sequence[float]) -> torch.Tensor:
+        """Noise prediction of the ``adapter`` consistency model, per-row guidance ``w`` (fp32 out)."""
+        unet = self.backbone.unet
+        unet.set_adapter(self.adapters[adapter])
+        w_emb = guidance_embedding(torch.tensor(list(w)), self.w_dim).to(x.device, unet.dtype)
+        self.calls += 1
+        self.evals += x.shape[0]
+        return unet(x.to(unet.dtype), t, encoder_hidden_states=context.to(unet.dtype), timestep_cond=w_emb,
+                    return_dict=False)[0].float()
+
+    @torch.no_grad()
+    def invert(self, z0: torch.Tensor, cond_src: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Forward consistency: DDPM-noise to ``start_timestep`` then 4 jumps up to t = 999."""
+        cfg, ac = self.config, self.alphas_cumprod
+        noise = torch.randn(z0.shape, generator=generator, dtype=torch.float32).to(z0.device)
+        t0 = cfg.start_timestep
+        x = ac[t0].sqrt() * z0.float() + (1 - ac[t0]).sqrt() * noise
+        for t, s in boundaries(cfg.forward_timesteps, "forward"):
+            x = consistency_step(self.eps("forward", x, t, cond_src, [cfg.forward_guidance_scale]), x, t, s, ac)
+        return x
+
+    def guidance_rows(self, t: int) -> list[float]:
+        """w per row of [source, target]: the source reconstructs unguided, the target follows dynamic guidance."""
+        cfg = self.config
+        return [0.0, dynamic_guidance(t, cfg.guidance_scale, cfg.tau1, cfg.tau2)]
+
+    @torch.no_grad()
+    def generate(self, x_T: torch.Tensor, cond: torch.Tensor, controller=None) -> torch.Tensor:
+        """Reverse consistency on [source, target] from the inverted latent; returns both final latents."""
+        latents = x_T.float().expand(2, *x_T.shape[1:]).clone()
+        steps = boundaries(self.config.reverse_timesteps, "reverse")
+
+        def run():
+            nonlocal latents
+            for i, (t, s) in enumerate(steps):
+                if controller is not None:
+                    controller.begin_step(i)
+                latents = consistency_step(self.eps("reverse", latents, t, cond, self.guidance_rows(t)), latents, t,
+                                           s, self.alphas_cumprod)
+                if controller is not None:
+                    latents = controller.after_step(latents)
+
+        if controller is None:
+            run()
+        else:
+            with controller.attach(self.backbone.unet):
+                run()
+        return latents
+
+    def controller_for(self, sample: Sample):
+        from .p2p import P2PController
+
+        cfg = self.config
+        src, tgt = sample.source_prompt, sample.target_prompt
+        words = added_words(src, tgt)
+        blend = None
+        if cfg.local_blend and sample.blended_words:
+            blend = ((sample.blended_words[0],), (sample.blended_words[1],))
+        return P2PController.from_prompts(
+            self.backbone.tokenizer, src, tgt, num_steps=len(cfg.reverse_timesteps), mode=cfg.controller,
+            cross_replace_steps=cfg.cross_replace_steps, self_replace_steps=cfg.self_replace_steps, blend_words=blend,
+            equalizer={w: cfg.amplify_factor for w in words} if words and cfg.amplify_factor != 1 else None,
+            blend_start=0.0, blend_threshold=cfg.blend_threshold, max_length=self.backbone.max_length,
+            source_row=0, target_row=1)
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        bb = self.backbone
+        self.calls = self.evals = 0
+        controller = self.controller_for(sample)  # before any UNet work: bad prompts fail fast
+        cond = bb.encode_prompt([sample.source_prompt, sample.target_prompt])
+        x_T = self.invert(bb.encode_image(sample.image), cond[:1], generator)
+        latents = self.generate(x_T, cond, controller)
+        extras = {"unet_calls": self.calls, "unet_evals": self.evals, "unet_backward": 0}
+        extras.update(controller.describe())
+        return EditOutput(image=bb.decode(latents[1:2])[0], extras=extras)
