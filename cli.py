@@ -143,9 +143,10 @@ def resolve_metrics(names: str, backbone: str, device: str):
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed sample.")
 @click.option("--retry-failed", is_flag=True, help="On resume, redo samples recorded as failed.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report (<out>/report/index.html).")
 @handle_errors
 def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, metrics_backbone, device, dtype,
-          editor_arg, editor_config, run_name, out, warmup, fail_fast, retry_failed, no_progress):
+          editor_arg, editor_config, run_name, out, warmup, fail_fast, retry_failed, no_progress, no_report):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
     from editors.registry import resolve_editor_names
     from pie_bench.runner import BenchOptions, any_failed, run_bench
@@ -172,6 +173,14 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress())
     print_leaderboard(board, console)
     console.print(f"leaderboard: {Path(out) / 'leaderboard.json'}")
+    if not no_report:
+        from pie_bench.report import write_report
+
+        try:
+            console.print(f"report: {write_report(Path(out))}")
+        except Exception as exc:  # the scored results are on disk; a report problem must not hide them
+            err_console.print(f"[yellow]report not written: {' '.join(str(exc).split()) or type(exc).__name__}; "
+                              f"retry with `python cli.py report {out}`[/yellow]")
     if any_failed(board):
         sys.exit(1)
 
@@ -196,8 +205,9 @@ def show(leaderboard, no_categories):
 @click.argument("b", type=click.Path())
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 if any change is a flagged regression.")
 @click.option("--z", type=float, default=2.0, show_default=True, help="Flag |delta| > z x combined stderr.")
+@click.option("--html", "html_out", type=click.Path(), default=None, help="Also write an HTML report to this folder.")
 @handle_errors
-def compare(a, b, fail_on_regression, z):
+def compare(a, b, fail_on_regression, z, html_out):
     """Compare two leaderboards (A = baseline, B = new)."""
     from pie_bench.compare import compare_leaderboards
     from pie_bench.results import load_leaderboard
@@ -209,8 +219,23 @@ def compare(a, b, fail_on_regression, z):
     for note in result["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"{result['n_flagged']} flagged change(s), {result['n_regressions']} regression(s)")
+    if html_out:
+        from pie_bench.report import write_compare_report
+
+        console.print(f"report: {write_compare_report(Path(a), Path(b), Path(html_out), z=z)}")
     if fail_on_regression and result["n_regressions"]:
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(), default=None, help="Report folder (default: RUN_DIR/report).")
+@handle_errors
+def report(run_dir, out):
+    """Write a run's static HTML report: tables, plots and an image gallery (opens from file://)."""
+    from pie_bench.report import write_report
+
+    console.print(f"report: {write_report(Path(run_dir), Path(out) if out else None)}")
 
 
 @cli.command("list-editors")
