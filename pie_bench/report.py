@@ -237,12 +237,15 @@ def pareto_plot(boards: Sequence[tuple[str, dict]], path: Path) -> Optional[str]
     metrics = plot_metrics(board)
     if not metrics:
         return None
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     info = board.get("metric_info", {})
     fig = _figure(5.2 * len(metrics), 4.2)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     skipped: set[str] = set()
-    colors = {}
-    palette = [f"C{i}" for i in range(10)]
+    names = list(dict.fromkeys(n for _, b in boards for n in b["editors"]))
+    colors = {n: f"C{i % 10}" for i, n in enumerate(names)}  # same colour per editor as the bar chart
+    plotted = 0
     for ax, metric in zip(axes, metrics):
         mi = info.get(metric, {})
         series = [(label, _points(b, metric)) for label, b in boards]
@@ -253,7 +256,8 @@ def pareto_plot(boards: Sequence[tuple[str, dict]], path: Path) -> Optional[str]
         for si, (label, pts) in enumerate(series):
             last = si == len(series) - 1
             for name, (x, y) in pts.items():
-                c = colors.setdefault(name, palette[len(colors) % len(palette)])
+                c = colors[name]
+                plotted += 1
                 ax.scatter([x], [y], s=46, color=c if last else "none", edgecolors=c, zorder=3,
                            label=name if last else None)
                 if last:
@@ -267,12 +271,18 @@ def pareto_plot(boards: Sequence[tuple[str, dict]], path: Path) -> Optional[str]
                         lw=1, zorder=1, label="Pareto front")
         if allx and max(allx) / min(allx) > 20:
             ax.set_xscale("log")
+        else:  # near-equal latencies: few, short tick labels instead of overlapping 0.000142...
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.set_xlabel("seconds / image (p50, warm-up excluded)")
         ax.set_ylabel(metric_label(metric, mi))
         ax.set_title(f"{SHORT.get(metric, metric)} vs latency" + (" (toy models)" if board.get("toy") else ""),
                      fontsize=10)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="best")
+    if not plotted:
+        return None  # no editor has both a timed sample and a finite mean
+    if axes[-1].get_legend_handles_labels()[0]:
+        axes[-1].legend(fontsize=7, loc="best")
     _save_svg(fig, path)
     caption = ("Better is up for ↑ metrics, down for ↓ ones; left is faster. The dashed line joins the "
                "editors no other editor beats on both axes.")
@@ -326,6 +336,7 @@ def category_plot(board: dict, path: Path) -> Optional[str]:
 CSS = """
 :root { --fg:#1d2330; --muted:#667085; --line:#d9dee7; --bg:#f6f7fb; --accent:#2f5bd3; }
 * { box-sizing: border-box; }
+html { scroll-padding-top: 48px; }  /* anchors and scrolled-to rows clear the sticky nav */
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
        margin: 0; background: var(--bg); }
 header { background: #1d2330; color: #fff; padding: 14px 24px; }

@@ -1,0 +1,369 @@
+"""HTML report: rendered from a small real run and looked at in headless Chromium through Selenium.
+
+The run goes through the real runner: ``identity`` plus a test editor that inverts colours, fails on
+one sample and skips another, on a PIE-format folder whose prompts and ids carry HTML. Browser tests
+skip (with the reason) where Chromium/chromedriver/selenium are missing; CI installs them
+(``apt-get install -y chromium chromium-driver``, ``pip install selenium==4.27.1``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from editors.base import EditOutput, Editor, EditorConfig
+from pie_bench.errors import ResultsError
+from pie_bench.report import pareto_front, write_compare_report, write_report
+
+XSS_PROMPT = 'a red motorcycle <script>window.__xss = 1</script> in a garage'
+XSS_TARGET = 'a red [<img src=x onerror="window.__xss = 2">] in a barn'
+ODD_ID = '122000000900"<b>'
+FAIL_ID, SKIP_ID = "213000000900", "322000000900"
+ERROR_TEXT = "boom <b>not bold</b>"
+SAMPLES = {  # id -> (smoke image, category); two samples share category 1
+    "000000000900": ("motorcycle.png", 0),
+    ODD_ID: ("astronaut.png", 1),
+    FAIL_ID: ("colorwheel.png", 2),
+    SKIP_ID: ("camera.png", 1),
+}
+EDITORS = ["identity", "flaky"]
+
+
+class FlakyEditor(Editor):
+    """Inverts colours; fails on FAIL_ID, skips SKIP_ID. uses_backbone: labelled toy on --backbone toy."""
+
+    name = "flaky"
+    Config = EditorConfig
+    paper = "test editor"
+
+    def skip_reason(self, sample):
+        return "no <instruction> for this one" if sample.id == SKIP_ID else None
+
+    def edit(self, sample, generator: torch.Generator):
+        if sample.id == FAIL_ID:
+            raise RuntimeError(ERROR_TEXT)
+        return EditOutput(image=255 - sample.image)
+
+
+def make_pie_folder(root: Path) -> Path:
+    from pie_bench.smoke import MAPPING_FILE, build_smoke_image
+
+    smoke = json.loads(MAPPING_FILE.read_text())
+    by_image = {e["image_path"]: e for e in smoke.values()}
+    (root / "annotation_images").mkdir(parents=True)
+    mapping = {}
+    for sid, (image, cat) in SAMPLES.items():
+        entry = dict(by_image[image], editing_type_id=str(cat))
+        Image.fromarray(build_smoke_image(image)).save(root / "annotation_images" / image)
+        mapping[sid] = entry
+    first = mapping["000000000900"]
+    first["original_prompt"], first["editing_prompt"] = XSS_PROMPT, XSS_TARGET
+    # a ground-truth image for one sample: the report then shows a target column
+    mapping[ODD_ID]["target_image_path"] = "motorcycle.png"
+    (root / "mapping_file.json").write_text(json.dumps(mapping))
+    return root
+
+
+def bench(data_root: Path, out: Path, editors=EDITORS, metrics_backbone="toy") -> dict:
+    from editors import registry as reg
+    from metrics.registry import build_metrics
+    from pie_bench.data import load_dataset
+    from pie_bench.runner import BenchOptions, run_bench
+
+    table = reg.registry(refresh=True)
+    table["flaky"] = reg.EditorEntry("flaky", "tests.test_report:FlakyEditor", "test", _cls=FlakyEditor)
+    try:
+        ds = load_dataset(str(data_root))
+        metrics = build_metrics(["psnr_unedit_part", "mse_unedit_part"], metrics_backbone)
+        return run_bench(ds, BenchOptions(editors=list(editors), backbone="toy"), metrics, out)
+    finally:
+        reg._REGISTRY = None
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("report")
+    data = make_pie_folder(base / "pie")
+    out = base / "run"
+    board = bench(data, out)
+    index = write_report(out)
+    return {"dir": out, "data": data, "board": board, "index": index, "base": base}
+
+
+# ---------------------------------------------------------------------------------------------
+# static checks (no browser)
+
+
+def test_report_files_and_escaping(run):
+    index = run["index"]
+    assert index == run["dir"] / "report" / "index.html"
+    text = index.read_text()
+    assert run["board"]["toy"] and 'id="toy-banner"' in text
+    # every dataset string escaped: only the report's own inline script, no live markup from prompts/ids/errors
+    assert text.count("<script") == 1
+    assert "&lt;script&gt;window.__xss = 1&lt;/script&gt;" in text
+    assert "<img src=x" not in text and "&lt;img src=x onerror=&quot;window.__xss = 2&quot;&gt;" in text
+    assert 'data-sample="122000000900&quot;&lt;b&gt;"' in text
+    assert "boom &lt;b&gt;not bold&lt;/b&gt;" in text and "no &lt;instruction&gt;" in text
+    # self-contained: nothing fetched from the network
+    assert "http://" not in text.replace("http-equiv", "") and "https://" not in text
+    for rel in ("pareto.svg", "categories.svg", "images/_source", "images/_mask", "images/_target",
+                "images/identity", "images/flaky"):
+        assert (index.parent / rel).exists(), rel
+    assert len(list((index.parent / "images" / "flaky").iterdir())) == 2  # failed and skipped have no image
+    thumb = Image.open(next((index.parent / "images" / "_mask").iterdir()))
+    assert thumb.size == (256, 256)
+
+
+def test_mask_overlay_tints_only_the_edit_region(run):
+    from pie_bench.data import load_dataset
+    from pie_bench.report import mask_overlay
+
+    s = load_dataset(str(run["data"])).samples[0]
+    out = mask_overlay(s.image, s.mask)
+    assert s.mask.any() and (~s.mask).any()
+    np.testing.assert_array_equal(out[~s.mask], s.image[~s.mask])
+    inside = out[s.mask].astype(int) - s.image[s.mask].astype(int)
+    assert inside[:, 0].mean() > 0 and inside[:, 1].mean() < 0  # towards red
+
+
+@pytest.mark.parametrize("change", ["missing", "other_annotations"])
+def test_report_without_the_dataset_shows_outputs_only(run, tmp_path, change):
+    copy = tmp_path / "run"
+    shutil.copytree(run["dir"], copy, ignore=shutil.ignore_patterns("report"))
+    manifest = json.loads((copy / "run.json").read_text())
+    if change == "missing":
+        manifest["dataset"]["source"] = str(tmp_path / "gone")
+    else:  # the data folder is there but its annotations changed since the run
+        data = tmp_path / "pie"
+        shutil.copytree(run["data"], data)
+        mapping = json.loads((data / "mapping_file.json").read_text())
+        mapping["000000000900"]["original_prompt"] = "changed"
+        (data / "mapping_file.json").write_text(json.dumps(mapping))
+        manifest["dataset"]["source"] = str(data)
+    (copy / "run.json").write_text(json.dumps(manifest))
+    index = write_report(copy, tmp_path / "out")
+    text = index.read_text()
+    assert 'id="source-note"' in text
+    assert ("not on this machine" if change == "missing" else "other annotations") in text
+    assert not (tmp_path / "out" / "images" / "_source").exists()
+    assert len(list((tmp_path / "out" / "images" / "identity").iterdir())) == len(SAMPLES)
+
+
+def test_missing_leaderboard_is_one_line_error(tmp_path):
+    with pytest.raises(ResultsError, match="no leaderboard.json here"):
+        write_report(tmp_path)
+
+
+def test_pareto_front_is_exactly_the_non_dominated_points():
+    rng = random.Random(0)
+    for _ in range(200):
+        pts = [(rng.choice([0.1, 0.2, 0.5, 1.0, 2.0]), rng.choice([1.0, 2.0, 3.0, 4.0])) for _ in range(rng.randint(1, 8))]
+        for hib in (True, False):
+            better = (lambda a, b: a > b) if hib else (lambda a, b: a < b)
+            front = set(pareto_front(pts, hib))
+            for p in set(pts):
+                dominated = any(q[0] <= p[0] and not better(p[1], q[1]) and q != p for q in pts)
+                assert (p in front) == (not dominated), (pts, hib, p)
+
+
+def test_cli_report_bench_and_compare(run, tmp_path):
+    from cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["report", str(run["dir"]), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rep" / "index.html").is_file()
+    res = runner.invoke(cli, ["report", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no leaderboard.json" in res.output
+
+    # a real (non-toy) pixel-metric run of the identity baseline: report by default, no toy banner
+    common = ["bench", "--editors", "identity", "--limit", "2", "--metrics", "psnr_unedit_part",
+              "--metrics-backbone", "real", "--no-progress"]
+    res = runner.invoke(cli, [*common, "--out", str(tmp_path / "b1")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "b1" / "report" / "index.html").read_text()
+    assert 'id="toy-banner"' not in text and 'data-editor-row="identity"' in text
+    res = runner.invoke(cli, [*common, "--out", str(tmp_path / "b2"), "--no-report"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "b2" / "leaderboard.json").is_file() and not (tmp_path / "b2" / "report").exists()
+
+    b_path = worse_copy(run, tmp_path)
+    res = runner.invoke(cli, ["compare", str(run["dir"] / "leaderboard.json"), str(b_path), "--html", str(tmp_path / "cmp")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "cmp" / "index.html").read_text()
+    assert text.count('class="regression"') == 1 and "REGRESSION" in text
+
+
+def worse_copy(run, tmp_path) -> Path:
+    """B: flaky's background MSE far worse than A's (beyond 2 stderr); everything else unchanged."""
+    board = json.loads((run["dir"] / "leaderboard.json").read_text())
+    m = board["editors"]["flaky"]["metrics"]["mse_unedit_part"]
+    m["mean"] = m["mean"] + 10 * (m["stderr"] or 0.01) + 0.05
+    path = tmp_path / "B" / "leaderboard.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(board))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# in a real browser
+
+
+def chromium_paths():
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install selenium==4.27.1")
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = chromium_paths()
+    if not binary or not driver_path:
+        pytest.skip("headless Chromium not found (needs `chromium` and `chromedriver` on PATH: "
+                    "apt-get install -y chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", "--allow-file-access-from-files"):
+        opts.add_argument(arg)
+    # an explicit driver path: Selenium Manager must not try to download one
+    driver = webdriver.Chrome(options=opts, service=Service(driver_path))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, index: Path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(index.resolve().as_uri())
+    WebDriverWait(driver, 15).until(
+        lambda d: d.execute_script("return document.readyState === 'complete' && "
+                                   "Array.from(document.images).every(i => i.complete)"))
+
+
+def screenshot(driver, name: str, tmp_path: Path) -> Path:
+    """Full-page screenshot, kept under $PIE_BENCH_SCREENSHOTS when set (to look at it)."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1400, min(int(height) + 120, 8000))
+    folder = Path(os.environ.get("PIE_BENCH_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    assert driver.save_screenshot(str(path))
+    driver.set_window_size(1400, 1000)
+    return path
+
+
+def visible(driver, css: str) -> int:
+    from selenium.webdriver.common.by import By
+
+    return sum(1 for e in driver.find_elements(By.CSS_SELECTOR, css) if e.is_displayed())
+
+
+def test_report_in_browser(run, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    open_page(d, run["index"])
+    shot = screenshot(d, "report.png", tmp_path)
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[0] > 1500 and img.std() > 10
+    # the toy banner is the first thing on the page: its yellow fills the top-left corner
+    assert np.abs(img[8, 8] - np.array([255, 243, 191])).max() <= 6, img[8, 8]
+    assert d.find_element(By.ID, "toy-banner").is_displayed()
+
+    # nothing from the dataset ran, and the injected <img src=x> is text, not an element
+    assert d.execute_script("return window.__xss === undefined && document.scripts.length === 1")
+    assert "<script>window.__xss = 1</script>" in d.find_element(By.ID, "gallery").text
+
+    # every image loaded (thumbnails and both plots)
+    widths = d.execute_script("return Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+    assert widths and all(w > 0 for _, w in widths), [s for s, w in widths if not w]
+    assert {"pareto.svg", "categories.svg"} <= {s for s, _ in widths}
+
+    # leaderboard: one row per editor, overall and per category (only where the editor has samples)
+    rows = d.find_elements(By.CSS_SELECTOR, "#overall tbody tr")
+    assert sorted(r.get_attribute("data-editor-row") for r in rows) == sorted(EDITORS)
+    cats = sorted({c for _, c in SAMPLES.values()})
+    for c in cats:
+        n_rows = len(d.find_elements(By.CSS_SELECTOR, f"#category-{c} tbody tr"))
+        assert n_rows == len(EDITORS), c
+    overall_text = d.find_element(By.ID, "overall").text
+    assert "PSNR ↑" in overall_text and "MSE x10^4 ↓" in overall_text and "n=2" in overall_text
+
+    # gallery: source + mask for every sample, one target, identity everywhere, flaky on 2 of 4
+    n = len(SAMPLES)
+    assert len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) == 2 * n + 1 + n + 2
+    assert visible(d, "#gallery tbody tr") == n
+    fail_cell = d.find_element(By.CSS_SELECTOR, f'tr[data-sample="{FAIL_ID}"] td[data-editor="flaky"]')
+    assert "failed" in fail_cell.text and ERROR_TEXT in fail_cell.text
+    skip_cell = d.find_element(By.CSS_SELECTOR, f'tr[data-sample="{SKIP_ID}"] td[data-editor="flaky"]')
+    assert "skipped" in skip_cell.text and "no <instruction>" in skip_cell.text
+
+    # filters change what is visible
+    cat_select = Select(d.find_element(By.ID, "filter-category"))
+    for c in cats:
+        cat_select.select_by_value(str(c))
+        expected = sum(1 for _, cc in SAMPLES.values() if cc == c)
+        assert visible(d, "#gallery tbody tr") == expected, c
+        assert d.find_element(By.ID, "gallery-count").text == f"{expected} of {n} samples shown"
+    cat_select.select_by_value("all")
+    assert visible(d, "#gallery tbody tr") == n
+    ed_select = Select(d.find_element(By.ID, "filter-editor"))
+    ed_select.select_by_value("flaky")
+    assert visible(d, '#gallery [data-editor="identity"]') == 0 and visible(d, '#gallery td[data-editor="flaky"]') == n
+    ed_select.select_by_value("all")
+    status = Select(d.find_element(By.ID, "filter-status"))
+    for value, sid in (("failed", FAIL_ID), ("skipped", SKIP_ID)):
+        status.select_by_value(value)
+        shown = [r.get_attribute("data-sample") for r in d.find_elements(By.CSS_SELECTOR, "#gallery tbody tr")
+                 if r.is_displayed()]
+        assert shown == [sid]
+    status.select_by_value("all")
+
+    # sorting: a click orders the column ascending, a second click descending (undefined last)
+    table = d.find_element(By.ID, "category-1")
+    headers = table.find_elements(By.CSS_SELECTOR, "thead th")
+    col = next(i for i, th in enumerate(headers) if th.text.startswith("MSE"))
+
+    def column():
+        vals = [r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-v")
+                for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        return [float(v) for v in vals]
+
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", table)  # as a reader scrolls to it
+    headers[col].click()
+    assert column() == sorted(column()) and headers[col].get_attribute("aria-sort") == "ascending"
+    headers[col].click()
+    assert column() == sorted(column(), reverse=True)
+    assert len(set(column())) == 2  # identity's 0 and flaky's inverted colours really differ
+
+
+def test_compare_report_in_browser(run, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    index = write_compare_report(run["dir"] / "leaderboard.json", worse_copy(run, tmp_path), tmp_path / "cmp")
+    open_page(browser, index)
+    screenshot(browser, "compare.png", tmp_path)
+    flagged = [r for r in browser.find_elements(By.CSS_SELECTOR, "#compare tbody tr.regression")]
+    assert len(flagged) == 1 and "flaky" in flagged[0].text and "REGRESSION" in flagged[0].text
+    assert "1 flagged change(s), 1 regression(s)" in browser.find_element(By.ID, "compare-summary").text
+    assert browser.find_element(By.ID, "toy-banner").is_displayed()
+    widths = browser.execute_script("return Array.from(document.images).map(i => i.naturalWidth)")
+    assert widths and all(w > 0 for w in widths)
+    for tag in ("a", "b"):
+        rows = browser.find_elements(By.CSS_SELECTOR, f"#leaderboard-{tag} tbody tr")
+        assert sorted(r.get_attribute("data-editor-row") for r in rows) == sorted(EDITORS)
