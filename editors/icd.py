@@ -300,6 +300,11 @@ class ICDEditor(Editor):
             if name not in getattr(bb.unet, "peft_config", {}):
                 add_lora_adapter(bb.unet, path, name, cfg.lora_alpha)
             self.adapters[kind] = name
+        from peft.tuners.lora import LoraLayer
+
+        # one LoRA layer tells which adapter is live: diffusers' set_adapter walks every module (ms per call on
+        # the toy), so it runs only when the phase changes, and another editor sharing the UNet cannot fool it
+        self._probe = next(m for m in bb.unet.modules() if isinstance(m, LoraLayer))
         self.alphas_cumprod = bb.scheduler.alphas_cumprod.to(device=bb.device, dtype=torch.float32)
         self.calls = self.evals = 0
 
@@ -307,7 +312,8 @@ class ICDEditor(Editor):
     def eps(self, adapter: str, x: torch.Tensor, t: int, context: torch.Tensor, w: Sequence[float]) -> torch.Tensor:
         """Noise prediction of the ``adapter`` consistency model, per-row guidance ``w`` (fp32 out)."""
         unet = self.backbone.unet
-        unet.set_adapter(self.adapters[adapter])
+        if list(self._probe.active_adapters) != [self.adapters[adapter]]:
+            unet.set_adapter(self.adapters[adapter])
         w_emb = guidance_embedding(torch.tensor(list(w)), self.w_dim).to(x.device, unet.dtype)
         self.calls += 1
         self.evals += x.shape[0]
