@@ -20,6 +20,15 @@ METRICS: dict[str, str] = {
 # The PIE-Bench table's seven columns, in the paper's order, plus the source CLIP score.
 PROTOCOL_METRICS = list(METRICS)
 
+# Against the exact ground-truth edit of generated datasets (ShapesEdit); not protocol metrics.
+GROUND_TRUTH_METRICS = ["gt_psnr", "gt_psnr_edit_part", "gt_ssim", "gt_attribute_accuracy"]
+METRICS.update({
+    "gt_psnr": "metrics.ground_truth:GroundTruthPSNR",
+    "gt_psnr_edit_part": "metrics.ground_truth:GroundTruthEditPSNR",
+    "gt_ssim": "metrics.ground_truth:GroundTruthSSIM",
+    "gt_attribute_accuracy": "metrics.ground_truth:AttributeAccuracy",
+})
+
 
 def get_metric_class(name: str) -> type:
     if name not in METRICS:
