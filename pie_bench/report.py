@@ -285,7 +285,7 @@ def pareto_plot(boards: Sequence[tuple[str, dict]], path: Path) -> Optional[str]
         axes[-1].legend(fontsize=7, loc="best")
     _save_svg(fig, path)
     caption = ("Better is up for ↑ metrics, down for ↓ ones; left is faster. The dashed line joins the "
-               "editors no other editor beats on both axes.")
+               "editors no other editor beats on both axes. Latencies under 0.1 ms are drawn at 0.1 ms.")
     if len(boards) > 1:
         caption += " Hollow markers: A; filled: B; arrows A → B."
     if skipped:
@@ -372,7 +372,9 @@ td.best { font-weight: 700; background: #eaf7ee; }
 .plots img { max-width: 100%; background: #fff; border: 1px solid var(--line); margin: 4px 8px 4px 0; }
 .filters { margin: 8px 0; display: flex; gap: 16px; align-items: center; flex-wrap: wrap; }
 #gallery td { text-align: left; }
-#gallery img { width: 160px; height: 160px; object-fit: contain; display: block; background: #eee; }
+#gallery img { width: 160px; height: 160px; object-fit: contain; display: block; background: #eee;
+               transition: transform .12s; transform-origin: top left; position: relative; }
+#gallery img:hover { transform: scale(1.6); z-index: 3; box-shadow: 0 4px 16px rgba(0,0,0,.35); }
 #gallery .m { font-size: 11px; color: var(--muted); max-width: 160px; }
 #gallery .m b { color: var(--fg); font-weight: 600; }
 #gallery .prompt { max-width: 240px; font-size: 12px; }
@@ -476,7 +478,10 @@ def latency_cells(lat: dict) -> str:
             f'<td data-v="{sort_key(lat.get("p95") if lat else None)}">{h(p95)} <span class="n">n={n}</span></td>')
 
 
-def leaderboard_table(board: dict, category: Optional[str] = None, table_id: str = "") -> str:
+def leaderboard_table(board: dict, category: Optional[str] = None, table_id: str = "",
+                      skipped: Optional[dict] = None) -> str:
+    """``skipped``: (editor, category) -> count from the records; the leaderboard's category blocks
+    don't carry skips, and a blank there would read as zero."""
     info = board.get("metric_info", {})
     names = metric_names(board)
     blocks = {}
@@ -500,7 +505,8 @@ def leaderboard_table(board: dict, category: Optional[str] = None, table_id: str
         if ed.get("load_error"):
             label += f'<span class="badge err" title="{h(ed["load_error"])}">load error</span>'
         n_ok, n_failed = block.get("n_ok", 0), block.get("n_failed", 0)
-        counts = f"{n_ok}/{n_failed}/{block.get('n_skipped', '–')}"  # categories don't count skips
+        n_skip = block.get("n_skipped", (skipped or {}).get((name, category), 0 if skipped is not None else "–"))
+        counts = f"{n_ok}/{n_failed}/{n_skip}"
         cells = [f'<td data-v="{h(name)}" class="editor">{label}</td>', f'<td data-v="{n_ok}">{counts}</td>']
         for n in names:
             scale = info.get(n, {}).get("scale", 1.0)
@@ -733,10 +739,14 @@ def write_report(run_dir, out_dir=None) -> Path:
                  '<p class="note">Paper scales; mean ± stderr with n = samples averaged (failed, skipped and '
                  'undefined values excluded). Best per column in bold. Latency: seconds per image, warm-up '
                  'excluded. Click a header to sort.</p>' + leaderboard_table(board, None, "overall") + "</section>")
+    skips: dict = {}
+    for rec in records:
+        if rec.status == "skipped":
+            skips[(rec.editor, str(rec.edit_type))] = skips.get((rec.editor, str(rec.edit_type)), 0) + 1
     cat_parts = []
     for c in cats:
         name = edit_type_name(int(c)) if int(c) in EDIT_TYPES else c
-        cat_parts.append(f'<h3>{h(c)} · {h(name)}</h3>' + leaderboard_table(board, c, f"category-{c}"))
+        cat_parts.append(f'<h3>{h(c)} · {h(name)}</h3>' + leaderboard_table(board, c, f"category-{c}", skips))
     parts.append('<section id="per-category"><h2>Per edit category</h2>' + "".join(cat_parts) + "</section>")
     plots = []
     cap = pareto_plot([("run", board)], out_dir / "pareto.svg")

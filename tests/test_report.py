@@ -175,6 +175,22 @@ def test_pareto_front_is_exactly_the_non_dominated_points():
                 assert (p in front) == (not dominated), (pts, hib, p)
 
 
+def test_plots_prefer_the_papers_headline_metrics():
+    from pie_bench.report import plot_metrics
+
+    def board(names):
+        return {"metric_info": {n: {} for n in names},
+                "editors": {"e": {"metrics": {n: {"mean": 1.0, "n": 3} for n in names}}}}
+
+    full = ["structure_distance", "psnr_unedit_part", "lpips_unedit_part", "clip_similarity_target_image"]
+    assert plot_metrics(board(full)) == ["clip_similarity_target_image", "lpips_unedit_part"]
+    assert plot_metrics(board(["psnr_unedit_part", "mse_unedit_part", "lpips_unedit_part"])) == \
+        ["lpips_unedit_part", "psnr_unedit_part"]
+    empty = board(full)
+    empty["editors"]["e"]["metrics"]["clip_similarity_target_image"]["n"] = 0  # no defined value: not plotted
+    assert plot_metrics(empty) == ["lpips_unedit_part", "structure_distance"]
+
+
 def test_cli_report_bench_and_compare(run, tmp_path):
     from cli import cli
 
@@ -301,6 +317,12 @@ def test_report_in_browser(run, browser, tmp_path):
     for c in cats:
         n_rows = len(d.find_elements(By.CSS_SELECTOR, f"#category-{c} tbody tr"))
         assert n_rows == len(EDITORS), c
+    def counts(table_id):
+        return {r.get_attribute("data-editor-row"): r.find_elements(By.TAG_NAME, "td")[1].text
+                for r in d.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")}
+
+    assert counts("overall") == {"identity": "4/0/0", "flaky": "2/1/1"}  # ok/failed/skipped
+    assert counts("category-1")["flaky"] == "1/0/1" and counts("category-2")["flaky"] == "0/1/0"
     overall_text = d.find_element(By.ID, "overall").text
     assert "PSNR ↑" in overall_text and "MSE x10^4 ↓" in overall_text and "n=2" in overall_text
 
