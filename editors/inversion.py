@@ -1,0 +1,251 @@
+"""DDIM inversion, null-text inversion and negative-prompt inversion for Stable Diffusion editors.
+
+* DDIM inversion (Song et al., ICLR 2021; as used by Prompt-to-Prompt's null-text notebook and PIE-Bench's
+  ``models/p2p/inversion.py``): conditional prediction only (guidance 1); inversion step ``i`` evaluates
+  the UNet at the latent ``z_i`` with timestep ``t = timesteps[-1 - i]`` and moves it from noise level
+  ``t - stride`` (``final_alpha_cumprod`` below 0) to ``t``. ``z_N`` is the starting noise of the edit.
+* Null-text inversion (Mokady et al., CVPR 2023): per sampling step, Adam on the unconditional embedding
+  so that one guided DDIM step from the current latent lands on the DDIM trajectory; ``inner_steps``
+  iterations at ``lr * (1 - lr_decay * i)``, stopping once the loss is below ``eps + i * slope``
+  (checked after the update). UNet weights stay frozen (no weight gradients); the embedding, the step
+  maths and the loss are fp32 whatever the model dtype. The conditional prediction is computed once per
+  step and reused for the step that advances the latent (the reference recomputes it).
+* Negative-prompt inversion (Miyake et al., 2023): the source prompt's embedding is the null embedding.
+
+All latent maths is fp32; only UNet inputs are cast to the model dtype.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Embeddings = Union[torch.Tensor, Sequence[torch.Tensor]]  # one (1, T, D) tensor, or one per sampling step
+
+
+@dataclass
+class UNetCounter:
+    """UNet work done for one image: calls, per-sample forward evaluations, per-sample backward passes."""
+
+    calls: int = 0
+    evals: int = 0
+    backward: int = 0
+
+    def as_extras(self) -> dict:
+        return {"unet_calls": self.calls, "unet_evals": self.evals, "unet_backward": self.backward}
+
+
+def unet_eps(unet, x: torch.Tensor, t, context: torch.Tensor, counter: Optional[UNetCounter] = None) -> torch.Tensor:
+    """Noise prediction in fp32 for latents ``x`` (fp32) and text ``context`` (batch 1 is broadcast)."""
+    if context.shape[0] == 1 and x.shape[0] > 1:
+        context = context.expand(x.shape[0], *context.shape[1:])
+    if counter is not None:
+        counter.calls += 1
+        counter.evals += x.shape[0]
+    out = unet(x.to(unet.dtype), t, encoder_hidden_states=context.to(unet.dtype), return_dict=False)[0]
+    return out.float()
+
+
+class DDIMSchedule:
+    """Deterministic DDIM (eta 0) over a backbone scheduler's ``alphas_cumprod``, both directions.
+
+    Equals ``DDIMScheduler.step`` (clip_sample off, no thresholding) for denoising and the reference
+    ``next_step`` for inversion; written out because NTI backpropagates through it in fp32."""
+
+    def __init__(self, scheduler, num_steps: int):
+        from diffusers import DDIMScheduler
+
+        sched = DDIMScheduler.from_config(scheduler.config)
+        sched.set_timesteps(num_steps)
+        self.num_steps = num_steps
+        self.timesteps = sched.timesteps.clone()  # descending: 980, 960, ..., 0 for 50 PIE-Bench steps
+        self.stride = sched.config.num_train_timesteps // num_steps
+        self.alphas_cumprod = sched.alphas_cumprod.float().clone()
+        self.final_alpha = float(sched.final_alpha_cumprod)
+
+    def alpha(self, t: int) -> float:
+        t = int(t)
+        return float(self.alphas_cumprod[t]) if t >= 0 else self.final_alpha
+
+    @staticmethod
+    def move(x: torch.Tensor, eps: torch.Tensor, alpha_from: float, alpha_to: float) -> torch.Tensor:
+        x0 = (x - (1 - alpha_from) ** 0.5 * eps) / alpha_from ** 0.5
+        return alpha_to ** 0.5 * x0 + (1 - alpha_to) ** 0.5 * eps
+
+    def step(self, x, eps, t):
+        """Denoise from timestep ``t`` to ``t - stride``."""
+        return self.move(x, eps, self.alpha(t), self.alpha(int(t) - self.stride))
+
+    def inverse_step(self, x, eps, t):
+        """Invert from ``t - stride`` to ``t`` (eps predicted at ``t``)."""
+        return self.move(x, eps, self.alpha(int(t) - self.stride), self.alpha(t))
+
+
+@torch.no_grad()
+def ddim_invert(unet, z0: torch.Tensor, cond: torch.Tensor, sched: DDIMSchedule,
+                counter: Optional[UNetCounter] = None) -> list[torch.Tensor]:
+    """DDIM inversion at guidance 1: returns ``[z_0, z_1, ..., z_N]`` (fp32), ``z_N`` the edit's start."""
+    traj = [z0.float()]
+    x = z0.float()
+    for t in reversed(sched.timesteps):
+        x = sched.inverse_step(x, unet_eps(unet, x, t, cond, counter), t)
+        traj.append(x)
+    return traj
+
+
+def _uncond_at(uncond: Embeddings, i: int) -> torch.Tensor:
+    return uncond if isinstance(uncond, torch.Tensor) else uncond[i]
+
+
+@torch.no_grad()
+def ddim_sample(unet, x_T: torch.Tensor, cond: torch.Tensor, uncond: Optional[Embeddings], sched: DDIMSchedule,
+                guidance: float, counter: Optional[UNetCounter] = None) -> torch.Tensor:
+    """Plain classifier-free-guided DDIM sampling from ``x_T`` (the reconstruction when ``x_T`` is an
+    inversion and ``cond`` its prompt). ``uncond`` may be one embedding or one per step."""
+    x = x_T.float()
+    for i, t in enumerate(sched.timesteps):
+        if guidance == 1 or uncond is None:
+            eps = unet_eps(unet, x, t, cond, counter)
+        else:
+            eu, ec = unet_eps(unet, torch.cat([x, x]), t, torch.cat([_uncond_at(uncond, i), cond]), counter).chunk(2)
+            eps = eu + guidance * (ec - eu)
+        x = sched.step(x, eps, t)
+    return x
+
+
+@dataclass
+class NullTextResult:
+    embeddings: list[torch.Tensor]  # fp32 (1, T, D), one per sampling step (timesteps order)
+    iterations: list[int] = field(default_factory=list)
+    final_losses: list[float] = field(default_factory=list)
+
+
+def null_text_inversion(unet, trajectory: Sequence[torch.Tensor], cond: torch.Tensor, uncond: torch.Tensor,
+                        sched: DDIMSchedule, guidance: float = 7.5, inner_steps: int = 10,
+                        early_stop_epsilon: float = 1e-5, early_stop_slope: float = 2e-5, lr: float = 1e-2,
+                        lr_decay: float = 1e-2, counter: Optional[UNetCounter] = None) -> NullTextResult:
+    """Optimise one null-text embedding per sampling step so guided DDIM sampling retraces ``trajectory``
+    (``[z_0 .. z_N]`` from ``ddim_invert``). Each embedding warm-starts the next step's optimisation."""
+    n = sched.num_steps
+    if len(trajectory) != n + 1:
+        raise ValueError(f"trajectory has {len(trajectory)} latents; expected {n + 1} for {n} steps")
+    for p in unet.parameters():
+        if p.requires_grad:
+            raise RuntimeError("null-text inversion expects frozen UNet weights (requires_grad=False)")
+    result = NullTextResult(embeddings=[])
+    with torch.inference_mode(False):
+        phi = uncond.detach().float().clone()
+        cond = cond.detach().clone()
+        x = trajectory[-1].detach().float().clone()
+        for i, t in enumerate(sched.timesteps):
+            target = trajectory[n - 1 - i].detach().float()
+            with torch.no_grad():
+                eps_c = unet_eps(unet, x, t, cond, counter)
+            done, loss_value = 0, float("nan")
+            if inner_steps > 0:
+                phi.requires_grad_(True)
+                opt = torch.optim.Adam([phi], lr=lr * (1.0 - lr_decay * i))
+                with torch.enable_grad():
+                    for _ in range(inner_steps):
+                        eps_u = unet_eps(unet, x, t, phi, counter)
+                        loss = F.mse_loss(sched.step(x, eps_u + guidance * (eps_c - eps_u), t), target)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        done += 1
+                        if counter is not None:
+                            counter.backward += x.shape[0]
+                        loss_value = loss.item()
+                        if loss_value < early_stop_epsilon + i * early_stop_slope:
+                            break
+                phi = phi.detach()
+            result.embeddings.append(phi.clone())
+            result.iterations.append(done)
+            result.final_losses.append(loss_value)
+            with torch.no_grad():
+                eps_u = unet_eps(unet, x, t, phi, counter)
+                x = sched.step(x, eps_u + guidance * (eps_c - eps_u), t)
+    return result
+
+
+def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between two embeddings, flattened per batch row (``val`` 0 gives ``low``)."""
+    if val <= 0:
+        return low
+    a, b = low.flatten(1).float(), high.flatten(1).float()
+    omega = torch.acos(((a / a.norm(dim=1, keepdim=True)) * (b / b.norm(dim=1, keepdim=True))).sum(1).clamp(-1, 1))
+    so = torch.sin(omega).clamp_min(1e-12)
+    out = (torch.sin((1 - val) * omega) / so)[:, None] * a + (torch.sin(val * omega) / so)[:, None] * b
+    return out.reshape(low.shape).to(low.dtype)
+
+
+def negative_prompt_embeddings(cond: torch.Tensor, uncond: torch.Tensor, num_steps: int,
+                               interp: float = 0.0) -> list[torch.Tensor]:
+    """Negative-prompt inversion's null embeddings: the source prompt's embedding at every step
+    (optionally slerped toward the empty prompt by ``interp``, PnPInversion's ``npi_interp``)."""
+    emb = slerp(interp, cond, uncond)
+    return [emb] * num_steps
+
+
+# ---------------------------------------------------------------------------------------------
+# inversion sharing between editors of one process (ddim_p2p, nti_p2p, npi_p2p invert identically)
+
+
+@dataclass
+class CachedInversion:
+    trajectory: list[torch.Tensor]  # on the CPU
+    nbytes: int
+
+
+class InversionCache:
+    """LRU of DDIM trajectories keyed by (backbone, dtype, steps, sample id, prompt, image hash), kept on
+    the CPU under a byte budget (``PIE_BENCH_INVERSION_CACHE_MB``, default 2048; 0 disables)."""
+
+    def __init__(self, budget_bytes: Optional[int] = None):
+        if budget_bytes is None:
+            budget_bytes = int(float(os.environ.get("PIE_BENCH_INVERSION_CACHE_MB", "2048")) * 2 ** 20)
+        self.budget = budget_bytes
+        self._items: "OrderedDict[tuple, CachedInversion]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(model_id: str, dtype, device, num_steps: int, sample_id: str, prompt: str, image: np.ndarray) -> tuple:
+        digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+        return (model_id, str(dtype), str(torch.device(device).type), num_steps, sample_id, prompt, digest)
+
+    def get(self, key: tuple, device) -> Optional[list[torch.Tensor]]:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+        return [z.to(device) for z in item.trajectory]
+
+    def put(self, key: tuple, trajectory: Sequence[torch.Tensor]) -> None:
+        cpu = [z.detach().to("cpu", copy=True) for z in trajectory]
+        nbytes = sum(z.numel() * z.element_size() for z in cpu)
+        if nbytes > self.budget:
+            return
+        with self._lock:
+            self._items[key] = CachedInversion(cpu, nbytes)
+            self._items.move_to_end(key)
+            while sum(i.nbytes for i in self._items.values()) > self.budget:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.hits = self.misses = 0
+
+
+INVERSION_CACHE = InversionCache()

@@ -1,0 +1,306 @@
+"""The Prompt-to-Prompt controller and the diffusers attention processors it installs.
+
+One ``P2PController`` edits one (source, target) pair. The sampling loop owns the step count and the
+batch layout; the controller only needs to be told which UNet batch rows hold the source and target
+conditional branches (``source_row`` / ``target_row``, negative indices welcome) and which step it is.
+See ``editors/p2p/__init__.py`` for the API walk-through.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from pie_bench.errors import ConfigError
+
+from . import align
+from .layers import AttnLayer, attention_layers, blend_layers
+
+MODES = ("refine", "replace", "auto")
+
+
+class P2PController:
+    """Prompt-to-Prompt attention control for one source/target pair.
+
+    Cross-attention of the target row: for steps where the per-token weight ``alpha`` is 1, the
+    target's probabilities become the source's, aligned to the target tokens (Refine: token alignment;
+    Replace: word-swap matrix) and multiplied by the equalizer; ``alpha`` mixes them with the target's
+    own. Self-attention of the target row, in layers at ``self_min_downscale`` or coarser and for steps
+    in ``self_steps``, uses the source's probabilities (computed as SDPA with the source's query and key
+    and the target's value, so no map is materialised). LocalBlend sums the (edited) cross-attention of
+    the blend words over heads, layers and steps in the coarsest down/up layers, and after each step from
+    ``int(blend_start * num_steps)`` on, pulls the target latent back to the source outside the mask.
+    """
+
+    def __init__(self, *, num_steps: int, max_length: int, mode: str, cross_alphas: torch.Tensor,
+                 self_steps: tuple[int, int], refine: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                 replace: Optional[torch.Tensor] = None, equalizer: Optional[torch.Tensor] = None,
+                 blend_tokens: Optional[tuple[Sequence[int], Sequence[int]]] = None, blend_start: float = 0.2,
+                 blend_threshold: float = 0.3, source_row: int = -2, target_row: int = -1,
+                 self_min_downscale: int = 2, blend_downscale: Optional[int] = None):
+        if mode not in ("refine", "replace"):
+            raise ConfigError(f"P2P controller mode {mode!r}: expected refine or replace")
+        if (mode == "refine") != (refine is not None) or (mode == "replace") != (replace is not None):
+            raise ValueError("give the refine mapper for mode=refine, the replace matrix for mode=replace")
+        if cross_alphas.shape != (num_steps + 1, max_length):
+            raise ValueError(f"cross_alphas must be ({num_steps + 1}, {max_length}), got {tuple(cross_alphas.shape)}")
+        self.num_steps, self.max_length, self.mode = num_steps, max_length, mode
+        self.cross_alphas = cross_alphas.float()
+        self.self_steps = self_steps
+        self.refine_mapper, self.refine_alphas = refine if refine is not None else (None, None)
+        self.replace_matrix = replace
+        self.equalizer = equalizer
+        self.source_row, self.target_row = source_row, target_row
+        self.self_min_downscale = self_min_downscale
+        self.blend_downscale = blend_downscale
+        self.blend_start, self.blend_threshold = blend_start, blend_threshold
+        self.blend_weights: Optional[torch.Tensor] = None  # (2, T): source-row / target-row word indicator
+        if blend_tokens is not None and (blend_tokens[0] or blend_tokens[1]):
+            w = torch.zeros(2, max_length)
+            w[0, list(blend_tokens[0])] = 1.0
+            w[1, list(blend_tokens[1])] = 1.0
+            self.blend_weights = w
+        self.installed: list[AttnLayer] = []
+        self._device_cache: dict = {}
+        self.reset()
+
+    # -- construction from prompts ---------------------------------------------------------------
+    @classmethod
+    def from_prompts(cls, tokenizer, source_prompt: str, target_prompt: str, *, num_steps: int,
+                     mode: str = "refine", cross_replace_steps: Union[float, tuple, Mapping] = 0.4,
+                     self_replace_steps: Union[float, tuple] = 0.6,
+                     blend_words: Optional[tuple[Sequence[str], Sequence[str]]] = None,
+                     equalizer: Union[Mapping[str, float], torch.Tensor, None] = None, blend_start: float = 0.2,
+                     blend_threshold: float = 0.3, max_length: Optional[int] = None, source_row: int = -2,
+                     target_row: int = -1, self_min_downscale: int = 2,
+                     blend_downscale: Optional[int] = None) -> "P2PController":
+        """Build a controller from the two prompts.
+
+        ``mode``: ``refine`` (token alignment, any prompts), ``replace`` (word swap, same word count) or
+        ``auto`` (replace when the word counts match, else refine). ``blend_words``: ``((source words),
+        (target words))`` for LocalBlend. ``equalizer``: ``{target word: weight}`` or a ``float[T]``."""
+        if mode not in MODES:
+            raise ConfigError(f"P2P controller mode {mode!r}: expected one of {', '.join(MODES)}")
+        T = int(max_length or tokenizer.model_max_length)
+        if mode == "auto":
+            mode = align.choose_mode(source_prompt, target_prompt)
+        refine = align.refinement_mapper(tokenizer, source_prompt, target_prompt, T) if mode == "refine" else None
+        replace = align.replacement_mapper(tokenizer, source_prompt, target_prompt, T) if mode == "replace" else None
+        eq = equalizer if isinstance(equalizer, torch.Tensor) else align.equalizer(tokenizer, target_prompt, equalizer, T)
+        tokens = None
+        if blend_words is not None:
+            src_words, tgt_words = blend_words
+            tokens = (sorted({i for w in src_words for i in align.word_token_indices(tokenizer, source_prompt, w, T)}),
+                      sorted({i for w in tgt_words for i in align.word_token_indices(tokenizer, target_prompt, w, T)}))
+        return cls(num_steps=num_steps, max_length=T, mode=mode,
+                   cross_alphas=align.time_word_alphas(tokenizer, target_prompt, num_steps, cross_replace_steps, T),
+                   self_steps=align.step_range(self_replace_steps, num_steps), refine=refine, replace=replace,
+                   equalizer=eq, blend_tokens=tokens, blend_start=blend_start, blend_threshold=blend_threshold,
+                   source_row=source_row, target_row=target_row, self_min_downscale=self_min_downscale,
+                   blend_downscale=blend_downscale)
+
+    # -- state -----------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.step = 0
+        self.blend_sum: Optional[torch.Tensor] = None  # (2, N) running sum over steps, layers and heads
+        self.blend_count = 0
+        self.last_mask: Optional[torch.Tensor] = None
+        self.blend_applied = 0
+
+    @property
+    def uses_local_blend(self) -> bool:
+        return self.blend_weights is not None
+
+    @property
+    def cross_edit_steps(self) -> int:
+        return int((self.cross_alphas.abs().sum(1) > 0).sum())
+
+    def begin_step(self, index: int) -> None:
+        """Call before the UNet evaluation of sampling step ``index`` (0 = the noisiest)."""
+        if not 0 <= index <= self.num_steps:
+            raise ValueError(f"step {index} outside 0..{self.num_steps}")
+        self.step = index
+
+    def describe(self) -> dict:
+        return {"p2p_mode": self.mode, "p2p_local_blend": self.uses_local_blend,
+                "p2p_reweight": self.equalizer is not None, "p2p_layers": len(self.installed),
+                "p2p_blend_steps": self.blend_applied}
+
+    # -- processors ------------------------------------------------------------------------------
+    @contextmanager
+    def attach(self, unet) -> Iterator["P2PController"]:
+        """Install P2P processors on the layers this controller modifies (every other layer keeps its
+        processor, normally diffusers' fused-SDPA ``AttnProcessor2_0``); restore them on exit."""
+        layers = attention_layers(unet)
+        blend = {l.name for l in blend_layers(layers, self.blend_downscale)} if self.uses_local_blend else set()
+        if self.uses_local_blend and not blend:
+            raise ConfigError("LocalBlend needs cross-attention layers in the UNet's down/up blocks; found none")
+        any_cross = bool(self.cross_alphas.any())
+        any_self = self.self_steps[1] > self.self_steps[0]
+        original = unet.attn_processors
+        procs = dict(original)
+        self.installed = []
+        for layer in layers:
+            if layer.is_cross and (any_cross or layer.name in blend):
+                procs[layer.name] = P2PAttnProcessor(self, layer, store=layer.name in blend)
+            elif not layer.is_cross and any_self and layer.downscale >= self.self_min_downscale:
+                procs[layer.name] = P2PAttnProcessor(self, layer)
+            else:
+                continue
+            self.installed.append(layer)
+        self._blend_downscale_used = next((l.downscale for l in layers if l.name in blend), None)
+        self.reset()
+        unet.set_attn_processor(procs)
+        try:
+            yield self
+        finally:
+            unet.set_attn_processor(original)
+
+    def _on(self, name: str, device, dtype=torch.float32) -> torch.Tensor:
+        key = (name, device, dtype)
+        if key not in self._device_cache:
+            self._device_cache[key] = getattr(self, name).to(device=device, dtype=dtype)
+        return self._device_cache[key]
+
+    def _rows(self, batch: int) -> tuple[int, int]:
+        s, t = self.source_row % batch, self.target_row % batch
+        if s == t:
+            raise ValueError(f"source_row {self.source_row} and target_row {self.target_row} are the same row "
+                             f"of a batch of {batch}")
+        return s, t
+
+    def attend(self, proc: "P2PAttnProcessor", attn, q, k, v, mask) -> torch.Tensor:
+        """q, k, v: (B, heads, tokens, head_dim). Returns the attention output, same layout."""
+        s, t = self._rows(q.shape[0])
+        layer = proc.layer
+        if not layer.is_cross:
+            if self.self_steps[0] <= self.step < self.self_steps[1]:
+                # target probabilities := source probabilities, i.e. softmax(q_s k_s^T) v_t
+                q, k = q.clone(), k.clone()
+                q[t], k[t] = q[s], k[s]
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        edit = bool(self.cross_alphas[self.step].any())
+        if not edit and not proc.store:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if k.shape[2] != self.max_length:
+            raise ConfigError(f"P2P controller built for {self.max_length} text tokens but layer {layer.name} "
+                              f"attends to {k.shape[2]}; build it with max_length={k.shape[2]}")
+        scores = torch.matmul(q, k.transpose(-1, -2)).float() * attn.scale
+        if mask is not None:
+            scores = scores + mask.float()
+        probs = scores.softmax(dim=-1)
+        if edit:
+            probs[t] = self._edit_cross(probs[s], probs[t])
+        if proc.store:
+            self._store(probs[s], probs[t])
+        return torch.matmul(probs.to(v.dtype), v)
+
+    def _edit_cross(self, base: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        dev = base.device
+        if self.mode == "refine":
+            ra = self._on("refine_alphas", dev)
+            new = base[..., self._on("refine_mapper", dev, torch.int64)] * ra + own * (1 - ra)
+        else:
+            new = torch.matmul(base, self._on("replace_matrix", dev))
+        if self.equalizer is not None:
+            new = new * self._on("equalizer", dev)
+        alpha = self._on("cross_alphas", dev)[self.step]
+        return new * alpha + own * (1 - alpha)
+
+    def _store(self, src: torch.Tensor, tgt: torch.Tensor) -> None:
+        w = self._on("blend_weights", src.device)
+        maps = torch.stack([(src @ w[0]).sum(0), (tgt @ w[1]).sum(0)])  # (2, N): summed over heads
+        self.blend_sum = maps if self.blend_sum is None else self.blend_sum + maps
+        self.blend_count += src.shape[0]
+
+    # -- LocalBlend ------------------------------------------------------------------------------
+    def blend_map(self, latent_hw: tuple[int, int]) -> Optional[torch.Tensor]:
+        """LocalBlend's continuous map before thresholding: float (2, 1, h, w) in [0, 1] (rows: source
+        words in the source branch, target words in the target branch; all-zero for a row whose words
+        were not found), or None before any map was stored."""
+        if self.blend_sum is None:
+            return None
+        h, w = latent_hw
+        ds = self._blend_downscale_used
+        maps = (self.blend_sum / max(self.blend_count, 1)).view(2, 1, h // ds, w // ds)
+        maps = F.max_pool2d(maps, kernel_size=3, stride=1, padding=1)
+        maps = F.interpolate(maps, size=(h, w))  # nearest, as the reference
+        peak = maps.amax(dim=(2, 3), keepdim=True)
+        return maps / peak.clamp_min(torch.finfo(maps.dtype).tiny)
+
+    def blend_mask(self, latent_hw: tuple[int, int]) -> Optional[torch.Tensor]:
+        """Bool (1, h, w) region the target may change (source mask OR target mask), or None."""
+        maps = self.blend_map(latent_hw)
+        if maps is None:
+            return None
+        # a row whose words were not found is all zero and selects nothing (reference: 0/0 = NaN -> False)
+        mask = maps.gt(self.blend_threshold)
+        return mask[0] | mask[1]
+
+    def after_step(self, latents: torch.Tensor, source_row: int = 0, target_row: int = 1) -> torch.Tensor:
+        """LocalBlend after the scheduler step of the current step: returns the latents with the target
+        row pulled back to the source row outside the mask (unchanged before ``blend_start``)."""
+        if not self.uses_local_blend or self.step + 1 <= int(self.blend_start * self.num_steps):
+            return latents
+        mask = self.blend_mask(tuple(latents.shape[-2:]))
+        if mask is None:
+            return latents
+        self.last_mask = mask
+        self.blend_applied += 1
+        b = latents.shape[0]
+        s, t = source_row % b, target_row % b
+        out = latents.clone()
+        m = mask.to(latents.dtype)
+        out[t] = latents[s] + m * (latents[t] - latents[s])
+        return out
+
+
+class P2PAttnProcessor:
+    """A diffusers attention processor that routes the attention product through a ``P2PController``.
+    Pre/post-processing mirrors ``AttnProcessor2_0`` (group/spatial norm, residual, rescale)."""
+
+    def __init__(self, controller: P2PController, layer: AttnLayer, store: bool = False):
+        self.controller, self.layer, self.store = controller, layer, store
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
+                 attention_mask: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None,
+                 *args, **kwargs) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch, seq_len, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, seq_len, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        out = self.controller.attend(self, attn, query, key, value, attention_mask)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
