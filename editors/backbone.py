@@ -256,6 +256,28 @@ def quiet_hf_progress() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def unet_from_state_dict_file(base: str, file: str, dtype: torch.dtype):
+    """A UNet stored as a bare state dict, as iCD's authors ship the guidance-distilled teacher
+    (``sd15_cfg_distill.pt``): the base model's UNet config with ``time_cond_proj_dim`` read off the weights."""
+    from diffusers import UNet2DConditionModel
+
+    if file.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(file)
+    else:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    config = dict(UNet2DConditionModel.load_config(base, subfolder="unet"))
+    proj = state.get("time_embedding.cond_proj.weight")
+    config["time_cond_proj_dim"] = int(proj.shape[1]) if proj is not None else None
+    unet = UNet2DConditionModel.from_config(config)
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"UNet weights {file} do not fit the UNet of {base} (missing "
+                          f"{missing[:1] or 'none'}, unexpected {unexpected[:1] or 'none'}); pass the matching base model")
+    return unet.to(dtype)
+
+
 def _load_components(path: str, is_toy: bool, variant: str, device, dtype, unet_id, spec) -> Backbone:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -266,8 +288,11 @@ def _load_components(path: str, is_toy: bool, variant: str, device, dtype, unet_
     try:
         common = dict(torch_dtype=dtype)
         unet_src = unet_id or path
-        unet = (UNet2DConditionModel.from_pretrained(unet_src, **common) if unet_id and Path(unet_id).joinpath("config.json").exists()
-                else UNet2DConditionModel.from_pretrained(unet_src, subfolder=None if unet_id else "unet", **common))
+        if unet_id and Path(unet_id).is_file():
+            unet = unet_from_state_dict_file(path, unet_id, dtype)
+        else:
+            unet = (UNet2DConditionModel.from_pretrained(unet_src, **common) if unet_id and Path(unet_id).joinpath("config.json").exists()
+                    else UNet2DConditionModel.from_pretrained(unet_src, subfolder=None if unet_id else "unet", **common))
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **common)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")

@@ -85,7 +85,9 @@ class ICDConfig(EditorConfig):
     controller: str = "auto"  # "auto" (iCD: replace when the word counts match, else refine) | refine | replace
     local_blend: bool = True
     blend_threshold: float = 0.3
-    teacher_unet: str = ICD_TEACHER_UNET  # guidance-distilled UNet (hub id or local dir); unused for toy/shapes
+    # guidance-distilled UNet: hub id, diffusers UNet folder, or a bare state-dict file (.pt/.safetensors, as the
+    # authors' sd15_cfg_distill.pt); the default is replaced by the toy/shapes backbones' own w-embedding UNet
+    teacher_unet: str = ICD_TEACHER_UNET
     lora_source: str = ICD_LORA_REPO  # hub id or local dir holding both adapter files
     forward_lora: str = "forward-19-259-519-779.safetensors"  # file name in lora_source (hub repo or folder)
     reverse_lora: str = "reverse-259-519-779-999.safetensors"
@@ -284,7 +286,8 @@ class ICDEditor(Editor):
             if not ts or any(not 0 <= int(t) <= 999 for t in ts) or len(set(ts)) != len(ts):
                 raise ConfigError(f"icd.{name}={list(ts)}: expected distinct timesteps in 0..999")
         super().load(backbone, device, dtype)
-        own_unet = backbone in ("toy", "shapes") or not cfg.teacher_unet
+        # the toy/shapes backbones carry their own guidance-embedding UNet unless a teacher is named explicitly
+        own_unet = not cfg.teacher_unet or (backbone in ("toy", "shapes") and cfg.teacher_unet == ICD_TEACHER_UNET)
         self.backbone = bb = load_backbone(backbone, device, dtype, variant="icd",
                                            unet_id=None if own_unet else cfg.teacher_unet)
         self.w_dim = bb.unet.config.time_cond_proj_dim

@@ -299,3 +299,29 @@ def test_cli_bench_end_to_end_on_smoke(tmp_path):
         assert Image.open(out / r["image"]).size == (512, 512)
     board = json.loads((out / "leaderboard.json").read_text())
     assert board["editors"]["icd"]["n_ok"] == 2
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_teacher_unet_from_a_bare_state_dict_file(base_unet, tmp_path, suffix):
+    """The authors ship the guidance-distilled teacher as a state dict (sd15_cfg_distill.pt): it loads on the
+    base model's UNet config with time_cond_proj_dim read off the weights (the plain SD toy has none)."""
+    from safetensors.torch import save_file
+
+    from editors.backbone import load_backbone
+
+    file = tmp_path / f"teacher{suffix}"
+    state = {k: v.contiguous() for k, v in base_unet.state_dict().items()}
+    torch.save(state, file) if suffix == ".pt" else save_file(state, str(file))
+    assert load_backbone("toy", variant="sd").unet.config.time_cond_proj_dim is None
+    unet = load_backbone("toy", variant="sd", unet_id=str(file)).unet
+    assert unet.config.time_cond_proj_dim == base_unet.config.time_cond_proj_dim
+    assert all(torch.equal(v, state[k]) for k, v in unet.state_dict().items())
+    if suffix == ".pt":  # through the editor: --editor-arg icd.teacher_unet=FILE replaces the toy's own UNet
+        ed = ICDEditor(teacher_unet=str(file))
+        ed.load("toy")
+        assert ed.backbone.unet is load_backbone("toy", variant="icd", unet_id=str(file)).unet
+        assert ed.backbone.unet is not load_backbone("toy", variant="icd").unet
+    bad = tmp_path / f"bad{suffix}"
+    torch.save({"nope": torch.zeros(1)}, bad) if suffix == ".pt" else save_file({"nope": torch.zeros(1)}, str(bad))
+    with pytest.raises(ConfigError, match="do not fit"):
+        load_backbone("toy", variant="sd", unet_id=str(bad))
