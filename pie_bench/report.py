@@ -320,6 +320,8 @@ def category_plot(board: dict, path: Path) -> Optional[str]:
                                              for c in cats], rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(metric_label(metric, info.get(metric, {})))
         ax.grid(axis="y", alpha=0.3)
+    if not any(np.isfinite(b.get_height()) for ax in axes for b in ax.patches):
+        return None  # every mean undefined or infinite: an empty chart would only mislead
     axes[0].legend(fontsize=7, ncols=min(4, len(editors)))
     axes[0].set_title("per edit category" + (" (toy models)" if board.get("toy") else ""), fontsize=10)
     _save_svg(fig, path)
@@ -610,9 +612,10 @@ def gallery_html(rows: list[GalleryRow], editors: list[str], board: dict, run_di
             attr = f'data-editor="{h(ed)}"'
             if rec is None:
                 statuses.add("missing")
-                reason = board["editors"].get(ed, {}).get("load_error") or "no record for this sample"
-                cells.append(f'<td {attr} data-status="missing"><span class="status missing">not run'
-                             f'<span class="why">{h(reason)}</span></span></td>')
+                load_error = board["editors"].get(ed, {}).get("load_error")
+                reason = "could not load (see Failures)" if load_error else "no record for this sample"
+                cells.append(f'<td {attr} data-status="missing"><span class="status missing" title="{h(load_error or "")}">'
+                             f'not run<span class="why">{h(reason)}</span></span></td>')
                 continue
             statuses.add(rec.status)
             if rec.status != "ok":

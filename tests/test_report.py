@@ -158,6 +158,19 @@ def test_report_without_the_dataset_shows_outputs_only(run, tmp_path, change):
     assert len(list((tmp_path / "out" / "images" / "identity").iterdir())) == len(SAMPLES)
 
 
+def test_real_pie_annotations_with_a_missing_image(piebench_mini, tmp_path):
+    """piebench-mini lacks the image of 000000000000: the editor's failure and the unreadable source
+    both show in that row, the other row is complete."""
+    board = bench(piebench_mini, tmp_path / "run", editors=["identity"])
+    assert board["editors"]["identity"]["n_failed"] == 1
+    text = write_report(tmp_path / "run").read_text()
+    row0 = text.split('data-sample="000000000000"')[1].split("</tr>")[0]
+    assert "source unreadable" in row0 and "is missing" in row0 and 'data-status="failed"' in row0
+    row1 = text.split('data-sample="000000000001"')[1].split("</tr>")[0]
+    assert row1.count("<img ") == 3 and "failed" not in row1
+    assert "No metric with values to plot" not in text  # the finite MSE still makes the category chart
+
+
 def test_missing_leaderboard_is_one_line_error(tmp_path):
     with pytest.raises(ResultsError, match="no leaderboard.json here"):
         write_report(tmp_path)
