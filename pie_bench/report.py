@@ -162,12 +162,41 @@ def write_thumb(image, dest: Path, size: int = THUMB) -> None:
     write_file(dest, buf.getvalue())
 
 
-def thumb_of_file(src: Path, dest: Path) -> None:
-    if dest.exists() and dest.stat().st_mtime >= src.stat().st_mtime:
-        return  # regenerating a report after a resumed run only redoes new outputs
-    with Image.open(src) as img:
-        img.load()
-        write_thumb(img, dest)
+class ThumbCache:
+    """Which input each thumbnail was made from, so a rerun (the report at the end of every resumed
+    bench) only redoes new outputs, and a folder reused for another run never shows stale images."""
+
+    NAME = ".thumbs.json"
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / "images" / self.NAME
+        try:
+            self.table = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.table = {}
+
+    def fresh(self, dest: Path, key: str) -> bool:
+        return dest.exists() and self.table.get(str(dest.relative_to(self.path.parent))) == key
+
+    def made(self, dest: Path, key: str) -> None:
+        self.table[str(dest.relative_to(self.path.parent))] = key
+
+    def save(self) -> None:
+        write_file(self.path, json.dumps(self.table, sort_keys=True).encode())
+
+    def file(self, src: Path, dest: Path) -> None:
+        st = src.stat()
+        key = f"{src.resolve()}|{st.st_mtime_ns}|{st.st_size}"
+        if not self.fresh(dest, key):
+            with Image.open(src) as img:
+                img.load()
+                write_thumb(img, dest)
+            self.made(dest, key)
+
+    def array(self, make, dest: Path, key: str) -> None:
+        if not self.fresh(dest, key):
+            write_thumb(make(), dest)
+            self.made(dest, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,6 +590,7 @@ def gallery_html(rows: list[GalleryRow], editors: list[str], board: dict, run_di
     info = board.get("metric_info", {})
     names = metric_names(board)
     img_dir = out_dir / "images"
+    cache = ThumbCache(out_dir)
     head = ['<th>sample</th>']
     if has_source:
         head += ['<th>source</th>', '<th>edit mask</th>']
@@ -585,9 +615,9 @@ def gallery_html(rows: list[GalleryRow], editors: list[str], board: dict, run_di
             if s is not None:
                 try:
                     src, ovl = img_dir / "_source" / f"{fname}.jpg", img_dir / "_mask" / f"{fname}.jpg"
-                    if not (src.exists() and ovl.exists()):
-                        write_thumb(s.image, src)
-                        write_thumb(mask_overlay(s.image, s.mask), ovl)
+                    key = f"{board['dataset'].get('annotations_sha256')}|{row.sample_id}"
+                    cache.array(lambda: s.image, src, key)
+                    cache.array(lambda: mask_overlay(s.image, s.mask), ovl, key)
                     src_cells = [f"<td>{img_tag(f'images/_source/{fname}.jpg', 'source ' + row.sample_id, lazy)}</td>",
                                  f"<td>{img_tag(f'images/_mask/{fname}.jpg', 'mask ' + row.sample_id, lazy)}"
                                  f'<div class="m">edit region {100 * float(np.mean(s.mask)):.0f}%</div></td>']
@@ -600,8 +630,8 @@ def gallery_html(rows: list[GalleryRow], editors: list[str], board: dict, run_di
             if s is not None and s.has_target_image:
                 try:
                     dest = img_dir / "_target" / f"{fname}.jpg"
-                    if not dest.exists():
-                        write_thumb(s.target_image, dest)
+                    cache.array(lambda: s.target_image, dest,
+                                f"{board['dataset'].get('annotations_sha256')}|{row.sample_id}")
                     tgt = f"<td>{img_tag(f'images/_target/{fname}.jpg', 'target ' + row.sample_id, lazy)}</td>"
                 except Exception as exc:
                     tgt = f'<td><span class="status failed">target unreadable<span class="why">{h(one_line(exc))}</span></span></td>'
@@ -627,7 +657,7 @@ def gallery_html(rows: list[GalleryRow], editors: list[str], board: dict, run_di
             try:
                 if src is None or not src.is_file():
                     raise ResultsError(f"{rec.image or '(no image path)'} is missing from the run folder")
-                thumb_of_file(src, dest)
+                cache.file(src, dest)
                 pic = img_tag(f"images/{safe_name(ed)}/{fname}.jpg", f"{ed} {row.sample_id}", lazy)
             except Exception as exc:
                 pic = f'<span class="status missing">image missing<span class="why">{h(one_line(exc))}</span></span>'
@@ -645,6 +675,8 @@ def gallery_html(rows: list[GalleryRow], editors: list[str], board: dict, run_di
                '<option value="failed">with failures</option><option value="skipped">with skips</option>'
                '<option value="missing">not run</option></select></label>'
                f'<span id="gallery-count" class="note">{len(rows)} samples</span></div>')
+    if rows:
+        cache.save()
     return (filters + f'<table id="gallery"><thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
 

@@ -171,6 +171,24 @@ def test_real_pie_annotations_with_a_missing_image(piebench_mini, tmp_path):
     assert "No metric with values to plot" not in text  # the finite MSE still makes the category chart
 
 
+def test_rerun_redoes_only_changed_thumbnails(run, tmp_path):
+    copy, out = tmp_path / "run", tmp_path / "out"
+    shutil.copytree(run["dir"], copy, ignore=shutil.ignore_patterns("report"))
+    write_report(copy, out)
+    thumbs = out / "images" / "identity"
+    before = {p.name: p.stat().st_mtime_ns for p in thumbs.iterdir()}
+    write_report(copy, out)  # nothing changed: nothing rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in thumbs.iterdir()} == before
+    changed = copy / "identity" / "000000000900.png"
+    Image.new("RGB", (512, 512), (0, 200, 0)).save(changed)
+    os.utime(changed, ns=(1, 1))  # an output older than its thumbnail must still not leave it stale
+    write_report(copy, out)
+    after = {p.name: p.stat().st_mtime_ns for p in thumbs.iterdir()}
+    assert [n for n in after if after[n] != before[n]] == ["000000000900.jpg"]
+    green = np.asarray(Image.open(thumbs / "000000000900.jpg")).reshape(-1, 3).mean(0)
+    assert green[1] > 190 and green[0] < 15 and green[2] < 15
+
+
 def test_missing_leaderboard_is_one_line_error(tmp_path):
     with pytest.raises(ResultsError, match="no leaderboard.json here"):
         write_report(tmp_path)
