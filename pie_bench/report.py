@@ -484,8 +484,9 @@ def page(title: str, body: str, board_like: Sequence[dict]) -> str:
                   "Do not quote these numbers as editing quality.</div>")
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            # belt and braces behind the escaping: nothing may load from or run against another origin
-            f'<meta http-equiv="Content-Security-Policy" content="default-src \'self\'; img-src \'self\' data:; '
+            # belt and braces behind the escaping: nothing loads from the network ('file:' because some
+            # browsers do not count sibling files as 'self' on file:// pages)
+            f'<meta http-equiv="Content-Security-Policy" content="default-src \'self\'; img-src \'self\' file: data:; '
             f'style-src \'unsafe-inline\'; script-src \'unsafe-inline\'">\n'
             f"<title>{h(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{banner}\n{body}\n"
             f"<script>{JS}</script>\n</body>\n</html>\n")
