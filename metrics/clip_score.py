@@ -144,10 +144,12 @@ class ClipScorer:
             self._text_cache.update({p: f[i].cpu() for i, p in enumerate(todo)})
         return torch.stack([self._text_cache[p] for p in prompts]).to(self.device)
 
+    def cosine(self, images_u8: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return (self.image_features(images_u8) * self.text_features(prompts)).sum(-1).cpu()
+
     def score(self, images_u8: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """max(100 * cos, 0) per image, as torchmetrics' CLIPScore on one image at a time."""
-        cos = (self.image_features(images_u8) * self.text_features(prompts)).sum(-1)
-        return (100.0 * cos).clamp(min=0).cpu()
+        return (100.0 * self.cosine(images_u8, prompts)).clamp(min=0)
 
 
 def load_clip_scorer(backbone: str, device) -> ClipScorer:

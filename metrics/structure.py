@@ -106,9 +106,26 @@ class DinoViT(nn.Module):
 # checkpoints: DINO's own .pth, or a transformers ViT folder
 
 
+_HF5_NAMES = {"attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
+              "attention.v_proj": "attention.attention.value", "attention.o_proj": "attention.output.dense",
+              "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+
+
 def hf_vit_to_dino(sd: dict, num_layers: int) -> dict:
-    """Map a transformers ``ViTModel`` state dict (``facebook/dino-vitb8``) to DINO's parameter names."""
-    sd = {k.removeprefix("vit."): v for k, v in sd.items()}
+    """Map a transformers ``ViTModel`` state dict (``facebook/dino-vitb8``; transformers < 5 names
+    ``encoder.layer.N.attention.attention.key``, transformers >= 5 ``layers.N.attention.k_proj``) to
+    DINO's parameter names."""
+    norm = {}
+    for k, v in sd.items():
+        k = k.removeprefix("vit.")
+        if k.startswith("layers."):
+            _, i, rest = k.split(".", 2)
+            for new, old in _HF5_NAMES.items():
+                if rest.startswith(new + "."):
+                    rest = old + rest[len(new):]
+            k = f"encoder.layer.{i}.{rest}"
+        norm[k] = v
+    sd = norm
     out = {"cls_token": sd["embeddings.cls_token"], "pos_embed": sd["embeddings.position_embeddings"],
            "patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
            "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
@@ -164,13 +181,19 @@ def load_dino(source: Path, default_config: Optional[dict] = None) -> DinoViT:
         files = [source / n for n in ("model.safetensors", "pytorch_model.bin") if (source / n).exists()]
         if not files:
             raise ConfigError(f"{source}: no model.safetensors or pytorch_model.bin in the DINO folder")
-        sd = hf_vit_to_dino(load_state_dict_file(files[0]), cfg["depth"])
+        try:
+            sd = hf_vit_to_dino(load_state_dict_file(files[0]), cfg["depth"])
+        except KeyError as exc:
+            raise ConfigError(f"{files[0]}: not a transformers ViT checkpoint (missing {exc})") from None
     else:
         cfg = dict(default_config or VITB8)
         sd = load_state_dict_file(source)
     model = DinoViT(**cfg)
     sd = {k: v for k, v in sd.items() if not k.startswith("head")}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError:  # size mismatch
+        missing, unexpected = ["(shapes differ)"], []
     if missing or unexpected:
         raise ConfigError(f"{source}: not a DINO ViT checkpoint of the expected shape (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
