@@ -92,6 +92,9 @@ class ICDConfig(EditorConfig):
     forward_lora: str = "forward-19-259-519-779.safetensors"  # file name in lora_source (hub repo or folder)
     reverse_lora: str = "reverse-259-519-779-999.safetensors"
     lora_alpha: float = ICD_LORA_ALPHA  # used for PEFT-layout files, which carry no alpha
+    # merge each adapter into its own UNet copy, as the reference does (two pipeline copies): no LoRA matmuls
+    # per call, at the memory of two more UNets; false switches peft adapters on the one shared UNet instead
+    fuse_lora: bool = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,14 +311,24 @@ class ICDEditor(Editor):
         # one LoRA layer tells which adapter is live: diffusers' set_adapter walks every module (ms per call on
         # the toy), so it runs only when the phase changes, and another editor sharing the UNet cannot fool it
         self._probe = next(m for m in bb.unet.modules() if isinstance(m, LoraLayer))
+        self.models = {kind: self.fused_copy(name) if cfg.fuse_lora else bb.unet for kind, name in self.adapters.items()}
         self.alphas_cumprod = bb.scheduler.alphas_cumprod.to(device=bb.device, dtype=torch.float32)
         self.calls = self.evals = 0
+
+    def fused_copy(self, adapter: str):
+        """A plain UNet (no peft layers) whose weights have ``adapter`` merged in."""
+        unet = self.backbone.unet
+        unet.set_adapter(adapter)
+        fused = copy.deepcopy(unet)
+        fused.fuse_lora(adapter_names=[adapter])
+        fused.unload_lora()
+        return fused.requires_grad_(False).eval()
 
     # -- model calls -----------------------------------------------------------------------------
     def eps(self, adapter: str, x: torch.Tensor, t: int, context: torch.Tensor, w: Sequence[float]) -> torch.Tensor:
         """Noise prediction of the ``adapter`` consistency model, per-row guidance ``w`` (fp32 out)."""
-        unet = self.backbone.unet
-        if list(self._probe.active_adapters) != [self.adapters[adapter]]:
+        unet = self.models[adapter]
+        if unet is self.backbone.unet and list(self._probe.active_adapters) != [self.adapters[adapter]]:
             unet.set_adapter(self.adapters[adapter])
         w_emb = guidance_embedding(torch.tensor(list(w)), self.w_dim).to(x.device, unet.dtype)
         self.calls += 1
@@ -358,7 +371,7 @@ class ICDEditor(Editor):
         if controller is None:
             run()
         else:
-            with controller.attach(self.backbone.unet):
+            with controller.attach(self.models["reverse"]):
                 run()
         return latents
 

@@ -23,6 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def editor():
+    """Adapters switched on the one shared UNet (peft), so the LoRA modules themselves can be watched."""
+    ed = ICDEditor(fuse_lora=False)
+    ed.load("toy")
+    return ed
+
+
+@pytest.fixture(scope="module")
+def fused_editor():
+    """The default: each adapter merged into its own UNet copy, as the reference does."""
     ed = ICDEditor()
     ed.load("toy")
     return ed
@@ -149,11 +158,36 @@ def test_adapters_switch_per_phase_and_guidance_rows(editor, smoke):
     assert not any(isinstance(p, P2PAttnProcessor) for p in unet.attn_processors.values())
 
 
-def test_same_seed_same_output_and_seed_matters(editor, smoke):
+def test_fused_copies_run_per_phase_and_match_the_adapters(editor, fused_editor, smoke):
+    from peft.tuners.lora import LoraLayer
+
+    fwd, rev = fused_editor.models["forward"], fused_editor.models["reverse"]
+    assert fwd is not rev and editor.backbone.unet is fused_editor.backbone.unet not in (fwd, rev)
+    assert not any(isinstance(m, LoraLayer) for m in [*fwd.modules(), *rev.modules()])
+    seen = []
+    handles = [m.register_forward_pre_hook(lambda mod, a, kind=kind: seen.append((kind, int(a[1]))))
+               for kind, m in (("forward", fwd), ("reverse", rev), ("shared", editor.backbone.unet))]
+    s = smoke.samples[2]
+    bb = editor.backbone
+    cond, z0 = bb.encode_prompt([s.source_prompt, s.target_prompt]), bb.encode_image(s.image)
+    try:
+        x_fused = fused_editor.invert(z0, cond[:1], torch.Generator().manual_seed(1))
+        out_fused = fused_editor.generate(x_fused, cond, fused_editor.controller_for(s))
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == [("forward", t) for t in (19, 259, 519, 779)] + [("reverse", t) for t in (999, 779, 519, 259)]
+    x_peft = editor.invert(z0, cond[:1], torch.Generator().manual_seed(1))
+    out_peft = editor.generate(x_peft, cond, editor.controller_for(s))
+    torch.testing.assert_close(x_fused, x_peft, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out_fused, out_peft, atol=1e-3, rtol=1e-4)
+
+
+def test_same_seed_same_output_and_seed_matters(fused_editor, smoke):
     s = smoke.samples[1]
-    a = editor.edit(s, torch.Generator().manual_seed(5))
-    b = editor.edit(s, torch.Generator().manual_seed(5))
-    c = editor.edit(s, torch.Generator().manual_seed(6))  # the DDPM noise to t=19 comes from the generator
+    a = fused_editor.edit(s, torch.Generator().manual_seed(5))
+    b = fused_editor.edit(s, torch.Generator().manual_seed(5))
+    c = fused_editor.edit(s, torch.Generator().manual_seed(6))  # the DDPM noise to t=19 comes from the generator
     assert a.image.shape == (512, 512, 3) and a.image.dtype == np.uint8
     assert np.array_equal(a.image, b.image) and a.extras == b.extras
     assert not np.array_equal(a.image, c.image)
