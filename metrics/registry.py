@@ -30,7 +30,35 @@ METRICS.update({
 })
 
 
+def parse_metric_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``name`` or ``name:key=value;key=value`` (e.g. ``lpips_unedit_part:net=alex``,
+    ``ssim_unedit_part:border=reflect``, ``structure_distance:antialias=true``)."""
+    name, _, opts = spec.strip().partition(":")
+    kwargs = {}
+    for item in filter(None, (o.strip() for o in opts.split(";"))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"metric option {item!r} in {spec!r} is not key=value (e.g. lpips_unedit_part:net=alex)")
+        kwargs[key.strip()] = value.strip()
+    return name, kwargs
+
+
+def _coerce(value: str):
+    low = value.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "full"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 def get_metric_class(name: str) -> type:
+    name = parse_metric_spec(name)[0]
     if name not in METRICS:
         close = difflib.get_close_matches(name, METRICS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -54,9 +82,18 @@ def available_metrics(names) -> tuple[list[str], dict[str, str]]:
 
 
 def build_metrics(names, backbone: str = "toy", device: str = "cpu") -> list:
+    """Instantiate and load each metric once; models are shared between metrics that use the same one.
+    A spec with options gets them in its name, so its results never mix with the default's."""
     out = []
-    for n in names:
-        m = get_metric_class(n)()
+    for spec in names:
+        name, kwargs = parse_metric_spec(spec)
+        cls = get_metric_class(name)
+        try:
+            m = cls(**{k: _coerce(v) for k, v in kwargs.items()})
+        except TypeError as exc:
+            raise ConfigError(f"metric {spec!r}: bad option ({exc}); see {cls.__module__}.{cls.__name__}") from None
+        if kwargs:
+            m.name = name + ":" + ";".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
         m.load(backbone, device)
         out.append(m)
     return out
