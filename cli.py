@@ -108,6 +108,7 @@ def data_options(fn):
 
 
 def load_data(data, categories, ids, limit):
+    import pie_bench.shapes  # noqa: F401  (registers --data shapes)
     from pie_bench.data import load_dataset, parse_categories
 
     return load_dataset(data, categories=parse_categories(categories),
@@ -282,6 +283,20 @@ def score(edited_dir, data, categories, ids, limit, method, metric_names, metric
                          command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     print_leaderboard(board, console)
     console.print(f"leaderboard: {out / 'leaderboard.json'}")
+
+
+@cli.command("make-shapes")
+@click.option("--n", "n", type=int, default=700, show_default=True, help="Samples (PIE-Bench's per-type proportions).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True, help="Generation resolution (64 or 128).")
+@click.option("--out", type=click.Path(), required=True, help="Folder to write (PIE-Bench layout).")
+@handle_errors
+def make_shapes(n, seed, size, out):
+    """Generate ShapesEdit: PIE-format samples with exact ground-truth edits and masks."""
+    from pie_bench.shapes import write_pie
+
+    folder = write_pie(Path(out), n=n, seed=seed, size=size)
+    console.print(f"ShapesEdit: {n} samples -> {folder} (use --data {folder})")
 
 
 def main():
