@@ -151,8 +151,11 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
     from editors.registry import resolve_editor_names
     from pie_bench.runner import BenchOptions, any_failed, run_bench
+    from pie_bench.distributed import is_main_process
     from pie_bench.tables import print_leaderboard
 
+    if not is_main_process():  # under accelerate/torchrun, rank 0 alone prints
+        console.quiet = True
     ds = load_data(data, categories, ids, limit)
     names, unavailable = resolve_editor_names(editors_spec)
     for n, why in unavailable.items():

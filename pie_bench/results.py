@@ -6,6 +6,7 @@ incompatibly; readers refuse other versions with a one-line error.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -68,6 +69,7 @@ class SampleRecord:
     image: Optional[str] = None  # path relative to the run folder
     seed: Optional[int] = None
     rank: int = 0
+    world: int = 1  # processes in the run that wrote this record
     device: str = ""
     created_at: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
@@ -130,14 +132,20 @@ def latest_by_key(records: Iterable[SampleRecord]) -> dict[str, SampleRecord]:
 
 
 class JsonlWriter:
-    """Append-only record writer: one line per record, flushed and fsynced at once, so a killed run
-    loses at most the sample in flight. A torn tail line from an earlier kill is cut off first."""
+    """Append-only record writer: one ``write(2)`` per record on an O_APPEND descriptor, fsynced at
+    once, so a killed run loses at most the sample in flight. A torn tail line from an earlier kill is
+    cut off first. A failed write (disk full) is rolled back to the last whole line and reported as a
+    one-line ResultsError; every record before it stays intact."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-        self._fh = open(self.path, "ab")
+        self.lines: list[str] = []  # written by this process, for the merge on rank 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_tail()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def _repair_tail(self) -> None:
         if not self.path.exists():
@@ -149,20 +157,71 @@ class JsonlWriter:
                 fh.truncate(cut)
 
     def write(self, record: SampleRecord) -> None:
-        self._fh.write(record.to_json().encode() + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = record.to_json()
+        data = line.encode() + b"\n"
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, start)  # no half line for the next write to land after
+            except OSError:
+                pass
+            raise write_error(self.path, exc, record.sample_id) from None
+        self.lines.append(line)
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_error(path: Path, exc: OSError, sample_id: Optional[str] = None) -> ResultsError:
+    """One line for a failed result write; ENOSPC/EDQUOT/EROFS/EACCES name their fix."""
+    what = f"could not record sample {sample_id}" if sample_id else "could not write"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space and rerun the same command to resume (finished samples are kept)"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "choose a writable --out or fix its permissions"
+    else:
+        fix = "check the disk and rerun the same command to resume (finished samples are kept)"
+    return ResultsError(f"{path}: {what} ({exc.strerror or exc}); {fix}")
+
+
+def append_missing_lines(path: Path, lines: list[str]) -> int:
+    """Append the lines ``path`` lacks (rank 0 merging a shard written on another node); on a shared
+    filesystem they are all present already and nothing is written."""
+    path = Path(path)
+    have = set()
+    if path.exists():
+        have = {ln for ln in path.read_text(errors="replace").split("\n") if ln.strip()}
+    missing = [ln for ln in lines if ln not in have]
+    if missing:
+        writer = JsonlWriter(path)
+        try:
+            for ln in missing:
+                writer.write(SampleRecord.from_dict(json.loads(ln), str(path)))
+        finally:
+            writer.close()
+    return len(missing)
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temp file in the same folder, fsync, then rename over ``path``; the folder is
+    fsynced too when ``fsync`` is set, so the rename itself survives a power cut."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from the rest of the team
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -175,6 +234,17 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
         except OSError:
             pass
         raise
+    if fsync:
+        try:
+            dfd = os.open(path.parent, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -223,10 +293,14 @@ def summarise_editor(records: list[SampleRecord], metric_info: dict) -> dict:
                              "n_failed": sum(r.status == "failed" for r in rs),
                              "metrics": _metric_block(rs, metric_info), "latency": latency_stats(rs)}
     failures = [{"sample_id": r.sample_id, "error": r.error} for r in records if r.status == "failed"]
+    per_rank = []
+    for rank, world, device in sorted({(r.rank, r.world, r.device) for r in records}):
+        rs = [r for r in records if (r.rank, r.world, r.device) == (rank, world, device)]
+        per_rank.append({"rank": rank, "processes": world, "device": device, **latency_stats(rs)})
     skipped = [{"sample_id": r.sample_id, "reason": r.error} for r in records if r.status == "skipped"]
     return {"n": len(records), "n_ok": by_status["ok"], "n_failed": by_status["failed"],
             "n_skipped": by_status["skipped"], "metrics": _metric_block(records, metric_info),
-            "latency": latency_stats(records), "per_category": per_cat,
+            "latency": latency_stats(records), "latency_per_rank": per_rank, "per_category": per_cat,
             "failures": failures[:50], "skipped": skipped[:50],
             "devices": sorted({r.device for r in records if r.device}),
             "ranks": sorted({r.rank for r in records})}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import ResultsError
-from .results import SCHEMA_VERSION, SampleRecord, atomic_write_json, latest_by_key, read_records
+from .results import SCHEMA_VERSION, SampleRecord, atomic_write_json, latest_by_key, read_records, write_error
 
 MANIFEST = "run.json"
 LEADERBOARD = "leaderboard.json"
@@ -26,6 +26,12 @@ class RunFolder:
         self.root = Path(root)
 
     # -- paths -------------------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        from .lock import LOCK_NAME
+
+        return self.root / LOCK_NAME
+
     def shard_path(self, rank: int = 0, world: int = 1) -> Path:
         return self.root / ("samples.jsonl" if world == 1 and rank == 0 else f"samples.rank{rank}.jsonl")
 
@@ -55,14 +61,17 @@ class RunFolder:
                                "use a new --out folder (finished results there are kept)")
         return manifest
 
-    def prepare(self, dataset: dict, editors: dict[str, dict], extra: dict) -> dict:
-        """Create or validate the manifest. Editors already recorded must keep their config (images
-        live at <editor>/<id>.png, so two configs cannot share a folder without overwriting)."""
+    def create(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ResultsError(f"{self.root}: cannot create the output folder ({exc.strerror}); "
                                "choose a writable --out") from None
+
+    def prepare(self, dataset: dict, editors: dict[str, dict], extra: dict) -> dict:
+        """Create or validate the manifest. Editors already recorded must keep their config (images
+        live at <editor>/<id>.png, so two configs cannot share a folder without overwriting)."""
+        self.create()
         if not os.access(self.root, os.W_OK):
             raise ResultsError(f"{self.root}: output folder is not writable; choose a writable --out or fix permissions")
         manifest = self.read_manifest() or {"schema_version": SCHEMA_VERSION, "dataset": dataset, "editors": {}}
@@ -81,7 +90,10 @@ class RunFolder:
         # dataset selection may grow (resume with a larger --limit); keep the union of what ran
         manifest["dataset"] = {**manifest["dataset"], **{k: v for k, v in dataset.items() if k != "n"}}
         manifest.update(extra)
-        atomic_write_json(self.root / MANIFEST, manifest)
+        try:
+            atomic_write_json(self.root / MANIFEST, manifest)
+        except OSError as exc:
+            raise write_error(self.root / MANIFEST, exc) from None
         return manifest
 
     # -- records -----------------------------------------------------------------------------------

@@ -21,10 +21,13 @@ from editors.registry import get_editor_class
 from metrics.base import MetricBatch
 
 from .data import Dataset
+from .distributed import Dist, init_distributed, rank_device, shard
 from .errors import ConfigError, HarnessError, ResultsError
 from .provenance import device_info, device_label, git_state, now_iso, package_versions, synchronize
 from .results import (LEADERBOARD_KIND, SCHEMA_VERSION, JsonlWriter, SampleRecord, atomic_write_bytes,
-                      atomic_write_json, encode_float, record_key, summarise_editor)
+                      append_missing_lines, atomic_write_json, encode_float, record_key, summarise_editor,
+                      write_error)
+from .lock import FolderLock
 from .run_folder import RunFolder
 
 log = logging.getLogger("pie_bench")
@@ -102,33 +105,103 @@ class ProgressSink:
     def stop(self) -> None: ...
 
 
+def _save_png_or_raise(path: Path, image: np.ndarray) -> None:
+    """A write failure (disk full, read-only) stops the run: it is the output folder's fault, and
+    recording every following sample as failed would only bury the cause."""
+    try:
+        save_png(path, image)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+
+
+def _check_image(image: np.ndarray, editor: str, sample_id: str) -> None:
+    # NaN latents decode to black, and diffusers' safety checker blacks out flagged images; neither
+    # is an edit, and scoring one would pass a broken pipeline off as a weak editor
+    if not image.any():
+        raise ValueError(f"{editor} returned an all-black image for sample {sample_id} (NaN in the "
+                         "pipeline, e.g. an fp16 overflow, or a safety checker); try --dtype float32")
+
+
+def _failure_text(exc: BaseException) -> str:
+    text = one_line(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        text += " (out of GPU memory: free memory, use fewer processes per GPU or --dtype float16, " \
+                "then rerun with --retry-failed)"
+    return text
+
+
 def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
-              progress: Optional[ProgressSink] = None, samples: Optional[Sequence] = None) -> dict:
+              progress: Optional[ProgressSink] = None, samples: Optional[Sequence] = None,
+              dist: Optional[Dist] = None) -> dict:
     """Run every editor on ``samples`` (default: the whole dataset) and return the leaderboard dict.
 
-    ``samples`` lets a distributed launcher pass this rank's shard; records carry the rank."""
+    Under ``accelerate launch``/``torchrun`` (or with ``dist`` given) the remaining work is split
+    across ranks; each rank appends to its own ``samples.rank<k>.jsonl``; rank 0 then merges and
+    writes the leaderboard, which every rank returns."""
+    dist = dist or init_distributed(opts.device)
+    opts.rank, opts.world = dist.rank, dist.world
+    if not dist.is_main:
+        progress = None  # one progress display per launch: rank 0's
     progress = progress or ProgressSink()
     folder = RunFolder(out)
-    device = torch.device(opts.device)
+    device = torch.device(rank_device(opts.device, dist))
     dtype = DTYPES[opts.dtype]
     samples = list(dataset.samples if samples is None else samples)
     editors = instantiate_editors(list(opts.editors), opts.editor_args)
     for ed in editors:  # provenance must be known before load (config hash includes the backbone)
         ed.backbone_id = opts.backbone
         ed.is_toy = opts.backbone == "toy" and ed.uses_backbone
-    folder.prepare(dataset.describe(), {ed.name: editor_info(ed) for ed in editors},
-                   {"metrics": [m.name for m in metrics]})
-    done = folder.done_keys(opts.retry_failed)
-    writer = JsonlWriter(folder.shard_path(opts.rank, opts.world))
+    lock = FolderLock(folder.root, opts.command)
+
+    def start() -> list[str]:
+        folder.create()
+        lock.acquire()
+        try:
+            folder.prepare(dataset.describe(), {ed.name: editor_info(ed) for ed in editors},
+                           {"metrics": [m.name for m in metrics]})
+            return sorted(folder.done_keys(opts.retry_failed))
+        except BaseException:
+            lock.release()
+            raise
+
+    # rank 0 alone reads the folder, so every rank shards the same remaining work
+    done = set(dist.on_main(start))
+    try:
+        new_lines, load_errors = _run_shard(dataset, opts, metrics, folder, editors, samples, done, device,
+                                            dtype, progress, dist)
+        gathered = dist.gather((dist.rank, new_lines, load_errors))
+
+        def finish() -> dict:
+            errors: dict[str, str] = {}
+            for rank, lines, errs in gathered:
+                if rank != dist.rank:
+                    append_missing_lines(folder.shard_path(rank, dist.world), lines)
+                errors.update(errs)
+            return write_leaderboard(folder, dataset, opts, metrics, errors)
+
+        return dist.on_main(finish)
+    finally:
+        if dist.is_main:
+            lock.release()
+
+
+def _run_shard(dataset: Dataset, opts: BenchOptions, metrics: list, folder: RunFolder, editors: list,
+               samples: list, done: set, device: torch.device, dtype: torch.dtype, progress: ProgressSink,
+               dist: Dist) -> tuple[list[str], dict[str, str]]:
+    """This rank's part of the run; returns the record lines it wrote and its editor load errors."""
+    writer = JsonlWriter(folder.shard_path(dist.rank, dist.world))
     dev_label = device_label(device)
     load_errors: dict[str, str] = {}
-    todo_total = sum(1 for ed in editors for s in samples
-                     if record_key(ed.name, ed.config_hash(), dataset.annotations_sha256, s.id) not in done)
-    progress.start(todo_total)
+    todo_by_editor = {}
+    for ed in editors:
+        chash = ed.config_hash()
+        remaining = [s for s in samples if record_key(ed.name, chash, dataset.annotations_sha256, s.id) not in done]
+        todo_by_editor[ed.name] = shard(remaining, dist.rank, dist.world)
+    progress.start(sum(len(t) for t in todo_by_editor.values()))
     try:
         for ed in editors:
             chash = ed.config_hash()
-            todo = [s for s in samples if record_key(ed.name, chash, dataset.annotations_sha256, s.id) not in done]
+            todo = todo_by_editor[ed.name]
             progress.editor(ed.name, len(todo))
             if not todo:
                 continue
@@ -148,8 +221,8 @@ def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
             for sample in todo:
                 rec = SampleRecord(sample_id=sample.id, editor=ed.name, config_hash=chash, dataset=dataset.name,
                                    dataset_sha256=dataset.annotations_sha256, edit_type=sample.edit_type,
-                                   status="ok", seed=getattr(ed.config, "seed", None), rank=opts.rank,
-                                   device=dev_label, created_at=now_iso())
+                                   status="ok", seed=getattr(ed.config, "seed", None), rank=dist.rank,
+                                   world=dist.world, device=dev_label, created_at=now_iso())
                 try:
                     reason = ed.skip_reason(sample)
                     if reason:
@@ -165,15 +238,18 @@ def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
                     rec.warmup = timed < opts.warmup
                     timed += 1
                     result = as_edit_output(result, sample.id, ed.name)
-                    img_path = folder.image_path(ed.name, sample.id)
-                    save_png(img_path, result.image)
-                    rec.image = str(img_path.relative_to(folder.root))
+                    _check_image(result.image, ed.name, sample.id)
                     rec.extras = {k: v for k, v in result.extras.items() if isinstance(v, (int, float, str, bool))}
                     rec.metrics = score_sample(metrics, sample, result.image)
+                    img_path = folder.image_path(ed.name, sample.id)
+                    _save_png_or_raise(img_path, result.image)
+                    rec.image = str(img_path.relative_to(folder.root))
                 except SkipSample as exc:
                     rec.status, rec.error = "skipped", str(exc)
+                except ResultsError:
+                    raise
                 except Exception as exc:
-                    rec.status, rec.error = "failed", one_line(exc)
+                    rec.status, rec.error = "failed", _failure_text(exc)
                     rec.latency_s = None
                     log.debug("sample failure", exc_info=True)
                     if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
@@ -187,7 +263,7 @@ def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
     finally:
         writer.close()
         progress.stop()
-    return write_leaderboard(folder, dataset, opts, metrics, load_errors)
+    return writer.lines, load_errors
 
 
 def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, extra: dict) -> dict:
@@ -203,7 +279,8 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         if name in extra.get("load_errors", {}):
             editors[name]["load_error"] = extra["load_errors"][name]
     toy = any(e.get("toy") for e in editors.values()) or bool(extra.get("metrics_toy"))
-    n_processes = len({r.rank for r in records}) or 1
+    # a resumed run may mix records from launches with different process counts
+    launches = sorted({r.world for r in records if r.editor in editors})
     return {
         "kind": LEADERBOARD_KIND,
         "schema_version": SCHEMA_VERSION,
@@ -216,7 +293,9 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         "git": git_state(),
         "packages": package_versions(),
         "device": extra.get("device", {}),
-        "processes": max(n_processes, extra.get("world", 1)),
+        "processes": extra.get("world", 1),
+        "processes_in_records": launches,
+        "n_failed": sum(e.get("n_failed", 0) for e in editors.values()),
         "dataset": dataset_info,
         "metrics_backbone": extra.get("metrics_backbone", ""),
         "metric_info": metric_info,
