@@ -132,13 +132,15 @@ class InversionP2PEditor(Editor):
         cfg, bb = self.config, self.bb
         counter, extras = UNetCounter(), {}
         sched = DDIMSchedule(bb.scheduler, cfg.num_ddim_steps)
-        cond = bb.encode_prompt([sample.source_prompt, sample.target_prompt])
-        uncond = bb.encode_prompt([""])
         controller = self.controller_for(sample)  # before any UNet work: bad prompts fail fast
+        texts = bb.encode_prompt([sample.source_prompt, sample.target_prompt, ""])
+        cond, uncond = texts[:2], texts[2:]
         t0 = time.perf_counter()
         traj = self.invert(sample, cond[:1], sched, counter, extras)
         nulls = self.null_embeddings(trajectory=traj, cond_src=cond[:1], uncond=uncond, sched=sched,
                                      counter=counter, extras=extras)
+        if bb.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(bb.device)
         extras["inversion_s"] = time.perf_counter() - t0
         latents = p2p_sample(bb.unet, controller, traj[-1], cond, nulls, sched, cfg.guidance_scale, counter,
                              source_uncond_is_cond=self.source_uncond_is_cond)
