@@ -110,21 +110,27 @@ def shapes_clip_folder() -> Path:
 class ClipScorer:
     """One open_clip model + preprocessing + tokenizer, shared by the three CLIP metrics."""
 
-    def __init__(self, folder: Path, device) -> None:
+    def __init__(self, model: torch.nn.Module, preprocess, tokenizer, device, folder: Optional[Path] = None) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.folder = Path(folder) if folder else None
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_folder(cls, folder: Path, device) -> "ClipScorer":
+        """The one loading path: open_clip's ``local-dir:`` schema (config + weights + tokenizer)."""
         import open_clip
 
         spec = f"local-dir:{Path(folder).resolve()}"
         try:
             model, preprocess = open_clip.create_model_from_pretrained(spec, device=device)
-            self.tokenizer = open_clip.get_tokenizer(spec)
+            tokenizer = open_clip.get_tokenizer(spec)
         except Exception as exc:
             raise ConfigError(f"{folder}: could not load the open_clip model ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-        self.folder = Path(folder)
-        self.model = model.eval().requires_grad_(False)
-        self.preprocess = preprocess
-        self.device = torch.device(device)
-        self._text_cache: dict[str, torch.Tensor] = {}
+        return cls(model, preprocess, tokenizer, device, folder)
 
     @torch.no_grad()
     def image_features(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -154,7 +160,7 @@ class ClipScorer:
 
 def load_clip_scorer(backbone: str, device) -> ClipScorer:
     folder = {"toy": toy_clip_folder, "real": real_clip_folder, "shapes": shapes_clip_folder}[backbone]()
-    return ClipScorer(folder, device)
+    return ClipScorer.from_folder(folder, device)
 
 
 class _ClipMetric(Metric):

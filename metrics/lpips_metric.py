@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -81,7 +82,9 @@ def trunk_into(lp_net: torch.nn.Module, state_dict: dict, net: str, source: Path
 def build_lpips(net: str, trunk_file: Path, lin_file: Optional[Path] = None) -> torch.nn.Module:
     import lpips
 
-    model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips 0.1.4 passes torchvision's deprecated pretrained=False
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
     trunk_into(model.net, load_state_dict_file(trunk_file), net, trunk_file)
     lin_file = lin_file or lin_weights_path(net)
     lins = load_state_dict_file(lin_file)

@@ -282,7 +282,7 @@ def test_clip_matches_torchmetrics_clipscore(photos, hf_clip):
 
 def test_clip_tokens_match_transformers_tokenizer(hf_clip):
     _, proc = hf_clip
-    scorer = ClipScorer(toy_clip_folder(), "cpu")
+    scorer = ClipScorer.from_folder(toy_clip_folder(), "cpu")
     for text in ("a slanted rusty mountain bicycle on the road in front of a building", "Cat, dog & bird!"):
         ours = scorer.tokenizer([text])[0]
         ids = proc.tokenizer(text)["input_ids"]
