@@ -177,7 +177,7 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress())
     print_leaderboard(board, console)
     console.print(f"leaderboard: {Path(out) / 'leaderboard.json'}")
-    if not no_report:
+    if not no_report and is_main_process():  # one report, from the merged leaderboard
         from pie_bench.report import write_report
 
         try:
