@@ -66,20 +66,37 @@ def explicit_attention(unet, hook=None):
 
 
 @contextmanager
-def count_unet_rows(unet):
+def count_unet_rows(*unets):
     """Counts UNet forward evaluations (batch rows) inside the block: ``with count_unet_rows(u) as n: ...;
-    n[0]``. Works for any implementation, since it hooks the module, not the code calling it."""
+    n[0]``. Works for any implementation, since it hooks the modules, not the code calling them; pass
+    every UNet an editor may call (iCD keeps one fused copy per adapter)."""
     n = [0]
 
     def hook(module, args, kwargs):
         x = args[0] if args else kwargs["sample"]
         n[0] += int(x.shape[0])
 
-    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    seen, handles = set(), []
+    for u in unets:
+        if id(u) not in seen:
+            seen.add(id(u))
+            handles.append(u.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         yield n
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
+
+
+def unets_of(editor) -> list:
+    """Every UNet module an editor may run: its backbone's, plus per-adapter copies (iCD's ``models``)."""
+    bb = getattr(editor, "backbone", None) or getattr(editor, "bb")
+    extra = list(getattr(editor, "models", {}).values()) if isinstance(getattr(editor, "models", None), dict) else []
+    out = []
+    for u in [bb.unet, *extra]:
+        if all(u is not o for o in out):
+            out.append(u)
+    return out
 
 
 def decode_uint8(bb, latents: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import RefResult, count_unet_rows, explicit_attention
+from .common import RefResult, count_unet_rows, explicit_attention, unets_of
 from .p2p import RefControl
 
 
@@ -17,17 +17,19 @@ def icd_reference(editor, sample, generator: torch.Generator, bb=None, cpu_copy:
     bb = bb or editor.backbone
     cfg, ac = editor.config, editor.alphas_cumprod
     edit = editor.controller_for(sample)
-    with count_unet_rows(bb.unet) as rows, torch.no_grad():
+    models = getattr(editor, "models", None) or {}
+    fwd_unet, rev_unet = models.get("forward", bb.unet), models.get("reverse", bb.unet)
+    with count_unet_rows(*unets_of(editor)) as rows, torch.no_grad():
         text = bb.encode_prompt([sample.source_prompt, sample.target_prompt]).float()
         null = bb.encode_prompt([""]).float()
         z0 = bb.vae.encode(bb.image_to_tensor(sample.image)).latent_dist.mean * bb.scaling_factor
-        with explicit_attention(bb.unet):
+        with explicit_attention(fwd_unet):
             x_T = editor.invert(z0, text[:1], generator)
         bb.decode(z0)
         latents = x_T.float().expand(2, *x_T.shape[1:]).clone()
-        control = RefControl(bb.unet, 2, tuple(x_T.shape[-2:]), edit, cpu_copy)
+        control = RefControl(rev_unet, 2, tuple(x_T.shape[-2:]), edit, cpu_copy)
         context = torch.cat([null, null, text])
-        with explicit_attention(bb.unet, control):
+        with explicit_attention(rev_unet, control):
             for t, s in boundaries(cfg.reverse_timesteps, "reverse"):
                 w = [0.0, 0.0] + editor.guidance_rows(t)
                 eps = editor.eps("reverse", torch.cat([latents, latents]), t, context, w)[2:]
