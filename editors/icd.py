@@ -9,9 +9,13 @@ Models: Stable Diffusion 1.5 whose UNet is replaced by a guidance-distilled teac
 guidance scale as an extra embedding (``time_cond_proj_dim=512``; hub ``dbaranchuk/sd15-cfg-distill-unet``),
 plus two rank-64 LoRA adapters on it (hub ``dbaranchuk/icd-lora-sd15``): a *forward* consistency model
 (image → noise) and a *reverse* one (noise → image). Both are loaded with peft as named adapters on the
-one UNet and switched per phase (the reference fuses each into its own pipeline copy; same maths).
-Real LoRA files in PEFT layout (keys ``[unet.]base_model.model.<module>.lora_A.weight``, alpha 8 as
-peft's default for the rank-64 training config) or kohya layout (``lora_unet_…``, ``.alpha``) load.
+shared UNet; by default each is then merged into its own UNet copy, as the reference does (two pipeline
+copies), so no LoRA matmul runs per call; ``fuse_lora=false`` switches the adapters on the one UNet per
+phase instead (same maths, less memory). LoRA files in PEFT layout (keys
+``[unet.]base_model.model.<module>.lora_A.weight``, alpha 8 as peft's default, which iCD trained with) or
+kohya layout (``lora_unet_…``, per-module ``.alpha``) load; ``lora_source`` is a hub id or a folder holding
+the two files under the hub names or the authors' tarball names. The teacher (``teacher_unet``) may be a
+hub id, a diffusers UNet folder or the authors' bare state dict ``sd15_cfg_distill.pt``.
 
 PIE-Bench settings (``launch_editing_iCD_sd1.5.sh``, the defaults here)
   * encode: VAE posterior mean; DDPM-noise to t = 19 with the sample's generator.
