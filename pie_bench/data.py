@@ -259,6 +259,11 @@ def load_hf(spec: str, categories: Optional[Sequence[int]] = None) -> Dataset:
     for config in wanted:
         if local.is_dir():
             files = sorted((local / config).glob("*.parquet"))
+            if not files and categories is not None:  # asked for by name: silently dropping it would skew means
+                has = sorted(p.parent.name for p in local.glob("*/*.parquet"))
+                raise DataError(f"hf:{target}: config {config!r} does not exist there (no {config}/*.parquet; "
+                                f"it has {', '.join(dict.fromkeys(has)) or 'none'}); download that config or pick "
+                                "--categories it has")
             if not files:
                 continue
             for f in files:
@@ -269,8 +274,10 @@ def load_hf(spec: str, categories: Optional[Sequence[int]] = None) -> Dataset:
                 ds = datasets.load_dataset(target, config, split=HF_SPLIT)
             except ValueError as exc:
                 if "BuilderConfig" in str(exc) or "config" in str(exc).lower():
-                    raise DataError(f"hf:{target}: config {config!r} does not exist; the PIE_Bench_pp configs are "
-                                    f"{', '.join(v[0] for v in EDIT_TYPES.values())}") from None
+                    has = str(exc).partition("Available:")[2].strip()
+                    raise DataError(f"hf:{target}: config {config!r} does not exist"
+                                    f"{f' (it has {has})' if has else ''}; point hf: at a copy of {HF_DEFAULT_REPO} "
+                                    "or pick --categories it has") from None
                 raise DataError(f"hf:{target}: {exc}") from None
             except Exception as exc:  # network/cache failures are many types
                 raise DataError(f"hf:{target}: could not load config {config} ({type(exc).__name__}: "

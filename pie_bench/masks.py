@@ -25,10 +25,11 @@ def decode_mask(encoded: Sequence[int], size: int = IMAGE_SIZE, *, where: str = 
         start, length = values[i], values[i + 1]
         if not isinstance(start, (int, np.integer)) or not isinstance(length, (int, np.integer)) \
                 or isinstance(start, bool) or isinstance(length, bool):
-            raise DataError(f"{where}: mask values must be integers, got {start!r}, {length!r} at pair {i // 2}")
+            raise DataError(f"{where}: mask values must be integers, got {start!r}, {length!r} at pair {i // 2}; "
+                            "fix the annotation")
         if start < 0 or length < 0 or start >= total:
             raise DataError(f"{where}: mask run ({start}, {length}) lies outside the {size}x{size} "
-                            f"frame ({total} pixels); masks are for {size}x{size} images")
+                            f"frame ({total} pixels); re-export the mask for the {size}x{size} image")
         # the official decoder clips runs at the end of the frame
         flat[start:min(start + length, total)] = True
     mask = flat.reshape(size, size)
