@@ -123,11 +123,13 @@ class BackgroundLPIPS(Metric):
     def load(self, backbone: str = "toy", device="cpu") -> None:
         check_backbone(backbone, self.name)
         super().load(backbone, device)
+        # ShapesEdit trains no LPIPS trunk: "shapes" uses the toy one and says so (is_toy)
+        weights_kind = "toy" if backbone == "shapes" else backbone
+        self.is_toy = weights_kind == "toy"
         if self.resolution == "auto":
-            self.resolution = TOY_RESOLUTION if backbone == "toy" else None
-        # ShapesEdit has no LPIPS of its own: "shapes" uses the real ImageNet trunk
-        self.model = shared_model(("lpips", self.net, backbone if backbone == "toy" else "real", str(self.device)),
-                                  lambda: load_lpips(self.net, backbone).to(self.device))
+            self.resolution = TOY_RESOLUTION if self.is_toy else None
+        self.model = shared_model(("lpips", self.net, weights_kind, str(self.device)),
+                                  lambda: load_lpips(self.net, weights_kind).to(self.device))
 
     @torch.no_grad()
     def compute(self, batch: MetricBatch) -> torch.Tensor:

@@ -252,7 +252,7 @@ def real_dino_source() -> Path:
 def load_structure_model(backbone: str, device) -> DinoViT:
     if backbone == "toy":
         return load_dino(toy_dino_folder()).to(device)
-    if backbone in ("real", "shapes"):  # ShapesEdit reports structure with the official DINO
+    if backbone == "real":
         return load_dino(real_dino_source()).to(device)
     raise ConfigError(f"structure_distance: unknown backbone {backbone!r}")
 
@@ -296,8 +296,11 @@ class StructureDistance(Metric):
     def load(self, backbone: str = "toy", device="cpu") -> None:
         check_backbone(backbone, self.name)
         super().load(backbone, device)
-        self.model = shared_model(("dino", backbone, str(self.device)),
-                                  lambda: load_structure_model(backbone, self.device))
+        # ShapesEdit trains no DINO: "shapes" uses the toy one and says so (is_toy), offline and deterministic
+        weights_kind = "toy" if backbone == "shapes" else backbone
+        self.is_toy = weights_kind == "toy"
+        self.model = shared_model(("dino", weights_kind, str(self.device)),
+                                  lambda: load_structure_model(weights_kind, self.device))
 
     @torch.no_grad()
     def compute(self, batch: MetricBatch) -> torch.Tensor:

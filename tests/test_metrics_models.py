@@ -326,6 +326,10 @@ def test_clip_shapes_backbone_loads_from_models_dir(tmp_path, monkeypatch):
     assert m.scorer.folder == folder and m.scorer.model.visual.image_size == (64, 64)
     v = m.compute(make_batch([random_image(0)], [random_image(1)], [pie_masks()[0]]))
     assert v.shape == (1,) and 0 <= float(v[0]) <= 100
+    assert not m.is_toy
+    for other in (StructureDistance(), BackgroundLPIPS()):  # no ShapesEdit DINO/LPIPS: toy, labelled so
+        other.load("shapes")
+        assert other.is_toy and other.describe()["toy"]
     fake.models_dir = lambda kind: tmp_path / "nothing"
     weights.clear_models()
     with pytest.raises(ConfigError, match="no ShapesEdit CLIP"):
