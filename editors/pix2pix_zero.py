@@ -35,7 +35,11 @@ on the device (the pipeline stores all 50 steps' maps and copies each to the CPU
 sample's generator for every random draw, (3) install our attention processors only for the
 duration of an edit and restore them, because the UNet is shared with the other editors (the
 pipeline replaces them for good), and (4) default to the source prompt instead of requiring a BLIP
-model. The schedulers are diffusers' ``DDIMInverseScheduler`` / ``DDIMScheduler``. While diffusers
+model, and (5) run fast: the UNet in the backbone's dtype (bf16/fp16 on a GPU) while latents, scheduler
+steps, the regulariser and the guidance loss stay fp32; fused SDPA in every attention layer whose
+probabilities nothing reads (all self-attention, and cross-attention in the no-grad edit pass); the
+reference pass on one row (its CFG has the caption as both prompts, so it is ε(c)).
+``tests/test_fast_vs_reference.py`` checks the whole edit against the shipped pipeline (fp32, 1e-3). The schedulers are diffusers' ``DDIMInverseScheduler`` / ``DDIMScheduler``. While diffusers
 still ships the pipeline, ``tests/test_pix2pix_zero.py`` checks that this editor's inversion and edit
 equal the pipeline's on the toy backbone (and skips, saying so, once it is gone).
 
@@ -174,13 +178,20 @@ class ProbedCrossAttnProcessor:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, attention_mask)  # (batch*heads, pixels, tokens)
-        if self.probe.recording:
+        if not self.probe.recording:  # nothing reads the maps in this call: fused SDPA
+            bsz = hidden_states.shape[0]
+            heads = lambda x: x.view(bsz, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+            mask = None if attention_mask is None else attention_mask.view(bsz, attn.heads, -1, attention_mask.shape[-1])
+            out = F.scaled_dot_product_attention(heads(attn.to_q(hidden_states)), heads(attn.to_k(context)),
+                                                 heads(attn.to_v(context)), attn_mask=mask)
+            hidden_states = out.transpose(1, 2).reshape(bsz, -1, out.shape[1] * out.shape[-1])
+        else:
+            query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+            key = attn.head_to_batch_dim(attn.to_k(context))
+            value = attn.head_to_batch_dim(attn.to_v(context))
+            probs = attn.get_attention_scores(query, key, attention_mask)  # (batch*heads, pixels, tokens)
             self.probe.maps.append(probs)
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
+            hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
@@ -307,11 +318,18 @@ class Pix2PixZeroEditor(Editor):
         cfg, unet = self.config, self.backbone.unet
         sched = DDIMInverseScheduler.from_config(self.backbone.scheduler.config)
         sched.set_timesteps(cfg.num_inference_steps, device=latents.device)
+        latents = latents.float()
         for t in sched.timesteps:
-            eps = unet(latents, t, encoder_hidden_states=cond).sample
+            eps = self.eps(latents, t, cond)
             eps = regularize_noise(eps, generator, cfg.lambda_ac, cfg.lambda_kl, cfg.num_reg_steps, cfg.num_ac_rolls)
             latents = sched.step(eps, t, latents).prev_sample
         return latents
+
+    def eps(self, x: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
+        """UNet noise prediction in fp32; only the UNet runs in the backbone's dtype (bf16/fp16 on a GPU),
+        the latents, scheduler steps, regulariser and guidance loss stay fp32."""
+        unet = self.backbone.unet
+        return unet(x.to(unet.dtype), t, encoder_hidden_states=context.to(unet.dtype), return_dict=False)[0].float()
 
     def generate(self, x_t: torch.Tensor, cond: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference (reconstruction) and edited trajectories from the inverted latent, in lockstep.
@@ -320,13 +338,13 @@ class Pix2PixZeroEditor(Editor):
         sched = self.backbone.new_scheduler()
         sched.set_timesteps(cfg.num_inference_steps, device=x_t.device)
         cond_edit = torch.cat([cond, cond + direction.to(cond)])  # row 0: the caption as negative prompt
-        ref, x = x_t, x_t
+        ref, x = x_t.float(), x_t.float()
         with probed_cross_attention(unet) as probe:
             for t in sched.timesteps:
                 with torch.no_grad():
                     # CFG whose negative prompt is the caption itself reduces to ε(c): one row suffices
                     probe.recording = True
-                    eps_ref = unet(ref, t, encoder_hidden_states=cond).sample
+                    eps_ref = self.eps(ref, t, cond)
                     probe.recording = False
                     ref_maps = probe.take()
                     ref = sched.step(eps_ref, t, ref).prev_sample
@@ -335,13 +353,13 @@ class Pix2PixZeroEditor(Editor):
                     with torch.enable_grad():
                         x_in.requires_grad_(True)
                         probe.recording = True
-                        unet(x_in, t, encoder_hidden_states=cond_edit)
+                        unet(x_in.to(unet.dtype), t, encoder_hidden_states=cond_edit.to(unet.dtype))
                         probe.recording = False
                         loss = attention_guidance_loss(probe.take(), ref_maps)
                         (grad,) = torch.autograd.grad(loss, x_in)
                     x_in = (x_in - cfg.xa_guidance * grad).detach()  # one SGD step, as the original
                 with torch.no_grad():
-                    eps_neg, eps_edit = unet(x_in, t, encoder_hidden_states=cond_edit).sample.chunk(2)
+                    eps_neg, eps_edit = self.eps(x_in, t, cond_edit).chunk(2)
                     eps = eps_neg + cfg.guidance_scale * (eps_edit - eps_neg)
                     x = sched.step(eps, t, x_in[:1]).prev_sample
         return x, ref
