@@ -84,7 +84,8 @@ class SlowConfig(EditorConfig):
 
 class SlowEditor(Editor):
     """Identity that takes ``delay`` seconds per sample, so a test can kill a run part-way. Writes a
-    marker per started sample (PIE_BENCH_TEST_MARKERS) so the test knows how far it got."""
+    marker per started sample (PIE_BENCH_TEST_MARKERS) so the test knows how far it got, and hangs on
+    the N-th sample it starts when PIE_BENCH_TEST_HANG_AT=N, so the kill lands at a known point."""
 
     name = "slow"
     Config = SlowConfig
@@ -97,6 +98,9 @@ class SlowEditor(Editor):
         if markers:
             with open(Path(markers), "a") as fh:
                 fh.write(sample.id + "\n")
+            started = len(Path(markers).read_text().split())
+            if str(started) == os.environ.get("PIE_BENCH_TEST_HANG_AT"):
+                time.sleep(3600)
         time.sleep(self.config.delay)
         return EditOutput(image=sample.image.copy())
 

@@ -48,6 +48,26 @@ def test_shard_is_a_deterministic_partition():
     assert shard(items, 0, 1) == items
 
 
+def test_rank0_merge_appends_only_missing_lines(tmp_path):
+    """Across nodes without a shared folder, rank 0 receives each rank's new lines and appends the ones
+    its copy lacks; on a shared folder (all present) it writes nothing."""
+    from pie_bench.results import JsonlWriter, SampleRecord, append_missing_lines
+
+    src = tmp_path / "node1.jsonl"
+    w = JsonlWriter(src)
+    for sid in ("a", "b", "c"):
+        w.write(SampleRecord(sample_id=sid, editor="e", config_hash="h", dataset="d", dataset_sha256="s" * 16,
+                             edit_type=0, status="ok", rank=1, world=2))
+    w.close()
+    lines = w.lines
+    assert append_missing_lines(src, lines) == 0 and src.read_text().count("\n") == 3
+    dst = tmp_path / "node0" / "samples.rank1.jsonl"
+    dst.parent.mkdir()
+    dst.write_text(lines[0] + "\n")
+    assert append_missing_lines(dst, lines) == 2
+    assert [r.sample_id for r in read_records([dst])] == ["a", "b", "c"]
+
+
 def test_single_process_dist_and_rank_env(monkeypatch):
     d = Dist()
     assert d.on_main(lambda: 5) == 5 and d.gather("x") == ["x"] and d.broadcast(3) == 3
@@ -79,6 +99,7 @@ def test_two_gloo_processes_match_single_process_and_resume_with_another_count(t
     assert board2["editors"]["jitter"]["ranks"] == [0, 1]
     assert [r["rank"] for r in board2["editors"]["jitter"]["latency_per_rank"]] == [0, 1]
     assert all(r["device"].startswith("cpu") for r in board2["editors"]["jitter"]["latency_per_rank"])
+    assert not (two / ".pie_bench.lock").exists()
 
     ds4 = load_dataset("smoke", limit=4)
     one = tmp_path / "one"

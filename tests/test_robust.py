@@ -180,8 +180,9 @@ def test_disk_full_while_writing_records(ds4, metrics, tmp_path, monkeypatch):
 def test_sigkill_part_way_then_resume_equals_uninterrupted_run(faults, ds4, metrics, tmp_path, caplog):
     out = tmp_path / "killed"
     markers = tmp_path / "markers"
-    args = ["--editors", "identity,slow", "--editor-arg", "slow.delay=0.3", "--limit", "6", "--out", str(out)]
-    env = {**fault_editors.plugin_env(tmp_path, REPO), "PIE_BENCH_TEST_MARKERS": str(markers)}
+    args = ["--editors", "identity,slow", "--editor-arg", "slow.delay=0.05", "--limit", "6", "--out", str(out)]
+    env = {**fault_editors.plugin_env(tmp_path, REPO), "PIE_BENCH_TEST_MARKERS": str(markers),
+           "PIE_BENCH_TEST_HANG_AT": "3"}  # killed while editing its 3rd slow sample
     proc = subprocess.Popen([sys.executable, "cli.py", "bench", "--metrics", ",".join(METRICS), "--no-progress",
                              "--no-report", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -202,7 +203,7 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(faults, ds4, metr
     shard = out / "samples.jsonl"
     lines = shard.read_bytes().split(b"\n")[:-1]
     before = [json.loads(x) for x in lines]
-    assert 6 <= len(before) < 12 and (out / LOCK_NAME).exists()
+    assert len(before) == 6 + 2 and (out / LOCK_NAME).exists()
     # the kill landed mid-write of the last record: leave half of it, as a torn line
     torn = before[-1]
     shard.write_bytes(b"\n".join(lines[:-1]) + b"\n" + lines[-1][: len(lines[-1]) // 2])
@@ -219,7 +220,7 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(faults, ds4, metr
     assert len(redone) == 1 and redone[0].created_at >= torn["created_at"]
 
     clean = run_bench(load_dataset("smoke", limit=6), BenchOptions(editors=["identity", "slow"],
-                                                                   editor_args={"slow": {"delay": "0.3"}}),
+                                                                   editor_args={"slow": {"delay": "0.05"}}),
                       metrics, tmp_path / "clean")
     resumed = json.loads((out / "leaderboard.json").read_text())
     assert comparable(resumed) == comparable(clean)
