@@ -60,14 +60,29 @@ def write_open_clip_folder(folder: Path, model: torch.nn.Module, model_cfg: dict
     return folder
 
 
+TOY_SHARED_DIRECTION = 4.0
+
+
 def toy_clip_folder() -> Path:
+    """Seeded random weights, plus one shared direction in both towers' output projections: a purely
+    random CLIP gives negative cosines about half the time, which max(100 cos, 0) turns into a toy
+    leaderboard of zeros. With the shared component toy scores land around 15-40 and still move with
+    the image and the prompt. (The final LayerNorm bias is 1 so the component's weight is constant.)"""
     def write(tmp: Path) -> None:
         import open_clip
 
         torch.manual_seed(TOY_SEED)
-        write_open_clip_folder(tmp, open_clip.model.CLIP(**TOY_MODEL_CFG), TOY_MODEL_CFG)
+        model = open_clip.model.CLIP(**TOY_MODEL_CFG)
+        with torch.no_grad():
+            u = torch.randn(TOY_MODEL_CFG["embed_dim"])
+            u /= u.norm()
+            for ln, proj in ((model.visual.ln_post, model.visual.proj), (model.ln_final, model.text_projection)):
+                ln.bias.fill_(1.0)
+                proj += TOY_SHARED_DIRECTION * torch.outer(torch.ones(proj.shape[0]), u) / proj.shape[0]
+        write_open_clip_folder(tmp, model, TOY_MODEL_CFG)
 
-    return toy_folder("open_clip", {"cfg": TOY_MODEL_CFG, "pre": PREPROCESS_CFG, "seed": TOY_SEED}, write)
+    return toy_folder("open_clip", {"cfg": TOY_MODEL_CFG, "pre": PREPROCESS_CFG, "seed": TOY_SEED,
+                                    "shared": TOY_SHARED_DIRECTION}, write)
 
 
 def _how_real() -> str:

@@ -373,3 +373,9 @@ def test_real_paths_load_through_env_overrides(tmp_path, monkeypatch):
     clip.load("real")
     assert clip.scorer.folder == toy_clip_folder()
     weights.clear_models()
+
+
+def test_clip_score_clamps_negative_cosines_at_zero(monkeypatch):
+    scorer = ClipScorer.from_folder(toy_clip_folder(), "cpu")
+    monkeypatch.setattr(scorer, "cosine", lambda images, prompts: torch.tensor([-0.2, 0.0, 0.305]))
+    assert scorer.score(None, None).tolist() == pytest.approx([0.0, 0.0, 30.5])
