@@ -1,5 +1,6 @@
 """Data-parallel runs: 2 gloo processes under torchrun give exactly the single-process records and
-leaderboard metrics, and a resume may use another process count (the cache is keyed by sample)."""
+leaderboard metrics, and a resume may use another process count, 1 -> 2 and 2 -> 1 (the cache is keyed
+by sample, not by rank)."""
 from __future__ import annotations
 
 import json
@@ -79,10 +80,14 @@ def test_single_process_dist_and_rank_env(monkeypatch):
     assert is_main_process()
 
 
-def test_two_gloo_processes_match_single_process_and_resume_with_another_count(tmp_path, monkeypatch):
+def test_two_gloo_processes_match_single_process_and_resume_across_counts(tmp_path, monkeypatch):
     fault_editors.register(monkeypatch)
     metrics = build_metrics(METRICS)
+    ds4 = load_dataset("smoke", limit=4)
     two = tmp_path / "two"
+    # an interrupted single-process run got as far as one identity sample: the 2 ranks must split
+    # only the remaining work (rank 0 reads the folder and broadcasts what is done)
+    run_bench(ds4, BenchOptions(editors=["identity"]), metrics, two, samples=ds4.samples[:1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "cli.py", "bench", "--editors", ",".join(EDITORS), "--metrics", ",".join(METRICS), "--limit", "4",
            "--no-progress", "--no-report", "--out", str(two)]
@@ -93,7 +98,12 @@ def test_two_gloo_processes_match_single_process_and_resume_with_another_count(t
     print(f"2-process torchrun bench (2 editors x 4 samples): {elapsed:.1f} s")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("leaderboard:") == 1  # rank 0 alone prints
-    assert sorted(p.name for p in (two).glob("samples*.jsonl")) == ["samples.rank0.jsonl", "samples.rank1.jsonl"]
+    assert sorted(p.name for p in two.glob("samples*.jsonl")) == ["samples.jsonl", "samples.rank0.jsonl",
+                                                                  "samples.rank1.jsonl"]
+    by_rank = [read_records([two / f"samples.rank{k}.jsonl"]) for k in (0, 1)]
+    assert [len(r) for r in by_rank] == [4, 3]  # 3 identity + 4 jitter, strided over the ranks
+    assert all(r.world == 2 and r.rank == k for k in (0, 1) for r in by_rank[k])
+    assert ds4.samples[0].id not in {r.sample_id for r in by_rank[0] + by_rank[1] if r.editor == "identity"}
     board2 = json.loads((two / "leaderboard.json").read_text())
     assert board2["processes"] == 2
     assert board2["editors"]["jitter"]["ranks"] == [0, 1]
@@ -101,7 +111,6 @@ def test_two_gloo_processes_match_single_process_and_resume_with_another_count(t
     assert all(r["device"].startswith("cpu") for r in board2["editors"]["jitter"]["latency_per_rank"])
     assert not (two / ".pie_bench.lock").exists()
 
-    ds4 = load_dataset("smoke", limit=4)
     one = tmp_path / "one"
     board1 = run_bench(ds4, BenchOptions(editors=EDITORS), metrics, one)
     assert board1["processes"] == 1
@@ -113,7 +122,7 @@ def test_two_gloo_processes_match_single_process_and_resume_with_another_count(t
     # resume the 2-process folder with 1 process and more samples: only the new samples run
     ds6 = load_dataset("smoke", limit=6)
     resumed = run_bench(ds6, BenchOptions(editors=EDITORS), metrics, two)
-    assert len(read_records([two / "samples.jsonl"])) == 2 * 2
+    assert len(read_records([two / "samples.jsonl"])) == 1 + 2 * 2
     fresh = run_bench(ds6, BenchOptions(editors=EDITORS), metrics, tmp_path / "fresh")
     assert per_sample(two) == per_sample(tmp_path / "fresh")
     assert board_metrics(resumed) == board_metrics(fresh)
