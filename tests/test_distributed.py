@@ -4,7 +4,6 @@ by sample, not by rank)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
