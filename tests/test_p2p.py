@@ -282,3 +282,98 @@ def test_cli_runs_the_three_editors_on_the_smoke_set(tmp_path):
     assert all(1 <= r["extras"]["nti_iterations"] <= 15 for r in nti)
     for r in recs:
         assert (out / r["image"]).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the processor against a plain explicit-probability attention, and SD1.x's layer structure
+
+
+def _naive_attention(attn, x, ctx, edit_probs):
+    """Reference-style attention: explicit probabilities, ``edit_probs(probs)`` on the (B, heads, N, K) map."""
+    b = x.shape[0]
+    q, k, v = attn.to_q(x), attn.to_k(ctx), attn.to_v(ctx)
+    split = lambda t: t.view(b, -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
+    q, k, v = split(q), split(k), split(v)
+    probs = edit_probs((q @ k.transpose(-1, -2) * attn.scale).softmax(-1))
+    out = (probs @ v).transpose(1, 2).reshape(b, -1, attn.heads * q.shape[-1])
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def test_processor_matches_explicit_probability_attention(bb):
+    from diffusers.models.attention_processor import Attention
+
+    from editors.p2p.controller import P2PAttnProcessor
+    from editors.p2p.layers import AttnLayer
+
+    tok = bb.tokenizer
+    src, tgt = "a red motorcycle parked in a garage", "a red bicycle parked in a shiny barn"
+    ctrl = P2PController.from_prompts(tok, src, tgt, num_steps=10, cross_replace_steps=0.4, self_replace_steps=0.6,
+                                      equalizer={"bicycle": 2.0})
+    mapper, alphas = align.refinement_mapper(tok, src, tgt, T)
+    eq = align.equalizer(tok, tgt, {"bicycle": 2.0}, T)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 64, 32, generator=g)
+    ctx = torch.randn(4, T, 32, generator=g)
+    torch.manual_seed(0)
+    cross, self_ = Attention(32, cross_attention_dim=32, heads=4, dim_head=8), Attention(32, heads=4, dim_head=8)
+
+    def cross_edit(p):
+        p = p.clone()
+        refined = p[2][..., mapper] * alphas + p[3] * (1 - alphas)
+        p[3] = refined * eq
+        return p
+
+    def self_edit(p):
+        p = p.clone()
+        p[3] = p[2]
+        return p
+
+    with torch.no_grad():
+        for step, want_cross, want_self in ((0, cross_edit, self_edit), (5, lambda p: p, self_edit),
+                                            (7, lambda p: p, lambda p: p)):
+            ctrl.begin_step(step)  # steps 0-3 cross-replace (int(0.4 * 11) = 4), 0-5 self-replace
+            got = P2PAttnProcessor(ctrl, AttnLayer("c", "up", True, 2))(cross, x, ctx)
+            torch.testing.assert_close(got, _naive_attention(cross, x, ctx, want_cross), rtol=1e-4, atol=1e-5)
+            got = P2PAttnProcessor(ctrl, AttnLayer("s", "up", False, 2))(self_, x)
+            torch.testing.assert_close(got, _naive_attention(self_, x, x, want_self), rtol=1e-4, atol=1e-5)
+
+
+def test_sd1x_structure_layers_and_blend_maps():
+    """SD1.x's block layout (tiny channels): 16 self + 16 cross layers, LocalBlend on the five 16x16
+    cross-attention layers of a 64x64 latent, self-attention injected at 32x32 and coarser only."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, block_out_channels=(8, 8, 16, 16), layers_per_block=2, cross_attention_dim=16,
+        attention_head_dim=4, norm_num_groups=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3).eval()
+    layers = attention_layers(unet)
+    assert len(layers) == 32 and sum(l.is_cross for l in layers) == 16
+    blend = blend_layers(layers)
+    assert sorted(l.name.split(".attentions")[0] for l in blend) == ["down_blocks.2"] * 2 + ["up_blocks.1"] * 3
+    assert all(l.side((64, 64)) == (16, 16) for l in blend)
+
+    class Tok:  # 16 "tokens": words are single tokens
+        model_max_length = 16
+
+        def __call__(self, text, add_special_tokens=True, truncation=False, max_length=None):
+            ids = [len(w) for w in text.split()]
+            return type("E", (), {"input_ids": [0] + ids + [1] if add_special_tokens else ids})()
+
+        def decode(self, ids):
+            return "w"
+
+    ctrl = P2PController.from_prompts(Tok(), "a cat", "a dog", num_steps=2, blend_words=(("cat",), ("cat",)),
+                                      self_replace_steps=1.0)
+    ctx = torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1)).expand(2, -1, -1, -1)
+    with torch.no_grad(), ctrl.attach(unet):
+        selfs = [l for l in ctrl.installed if not l.is_cross]
+        assert {l.side((64, 64)) for l in selfs} == {(32, 32), (16, 16), (8, 8)}
+        ctrl.begin_step(0)
+        unet(x, 500, encoder_hidden_states=ctx)  # [source, target] without CFG
+        ctrl.after_step(x)
+    assert ctrl.blend_count == 5 * 4  # five layers x 4 heads (SD1.x configs name the head count attention_head_dim)
+    assert ctrl.blend_map((64, 64)).shape == (2, 1, 64, 64)
