@@ -10,8 +10,10 @@ is open_clip's: PIL bicubic resize of the shorter side to 224, centre crop, CLIP
 what transformers' PIL ``CLIPImageProcessor`` does; the parity test runs torchmetrics' CLIPScore on the
 same tiny random weights converted to transformers. Remaining documented differences: transformers >= 5
 defaults to a torchvision-tensor image processor (bicubic+antialias on tensors, not PIL), which shifts
-scores by ~1e-2; and prompts longer than 77 tokens: open_clip keeps the end-of-text token at position
-77, torchmetrics cuts the sequence at 77 (dropping it). PIE-Bench prompts are far shorter.
+100*cos by ~4e-4 on the toy model (the PIL processor: ~1e-5); torchmetrics 1.9's CLIPScore also breaks
+on transformers >= 5 (``get_*_features`` return ModelOutputs; the test adapts them); and prompts over 77
+tokens: open_clip keeps the end-of-text token at position 77, torchmetrics cuts the sequence at 77
+(dropping it). PIE-Bench prompts are far shorter.
 
 Every backbone goes through one loader, open_clip's ``local-dir:`` schema over a folder holding
 ``open_clip_config.json`` + ``open_clip_model.safetensors``: the real weights' hub snapshot, the toy
