@@ -112,6 +112,11 @@ def load_source_samples(dataset_info: dict) -> tuple[Optional[dict], str]:
     from .data import DATA_SOURCES, load_dataset
 
     name, source = dataset_info.get("name", ""), str(dataset_info.get("source", ""))
+    if name == "shapes" and name not in DATA_SOURCES:
+        try:  # the generated set registers itself on import (the CLI imports it for --data)
+            import pie_bench.shapes  # noqa: F401
+        except Exception:
+            pass
     categories = dataset_info.get("categories") or None
     attempts: list[tuple[str, Optional[list]]] = []
     if name in DATA_SOURCES:
