@@ -124,20 +124,37 @@ def kl_loss(eps: torch.Tensor) -> torch.Tensor:
     return var + mean**2 - 1 - torch.log(var + 1e-7)
 
 
-def regularize_noise(eps: torch.Tensor, generator: Optional[torch.Generator], lambda_ac: float = 20.0,
+def regularize_noise(eps: torch.Tensor, generator, lambda_ac: float = 20.0,
                      lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5) -> torch.Tensor:
-    """Gradient steps on the predicted noise (in fp32 whatever the model dtype)."""
+    """Gradient steps on the predicted noise (in fp32 whatever the model dtype).
+
+    ``generator``: one generator, or a list with one per batch row (``edit_batch``): each row then draws
+    its rolls from its own generator and gets its own KL term, so every row is regularised exactly as
+    it would be alone, in one vectorised pass."""
     e = eps.detach().float()
+    per_row = isinstance(generator, (list, tuple))
+    if per_row and len(generator) != e.shape[0]:
+        raise ValueError(f"regularize_noise: {len(generator)} generators for a batch of {e.shape[0]}")
+
+    def rolls():
+        if not per_row:
+            return draw_rolls(e.shape, generator)
+        parts = [draw_rolls((1, *e.shape[1:]), g) for g in generator]
+        return [torch.cat(level) for level in zip(*parts)]
+
+    def kl(var):
+        return sum(kl_loss(var[i:i + 1]) for i in range(var.shape[0])) if per_row else kl_loss(var)
+
     with torch.enable_grad():
         for _ in range(num_reg_steps):
             if lambda_ac > 0:
                 for _ in range(num_ac_rolls):
                     var = e.clone().requires_grad_(True)
-                    (grad,) = torch.autograd.grad(auto_corr_loss(var, draw_rolls(e.shape, generator)), var)
+                    (grad,) = torch.autograd.grad(auto_corr_loss(var, rolls()), var)
                     e = e - lambda_ac * grad / num_ac_rolls
             if lambda_kl > 0:
                 var = e.clone().requires_grad_(True)
-                (grad,) = torch.autograd.grad(kl_loss(var), var)
+                (grad,) = torch.autograd.grad(kl(var), var)
                 e = e - lambda_kl * grad
     return e.to(eps.dtype)
 
@@ -337,7 +354,9 @@ class Pix2PixZeroEditor(Editor):
         cfg, unet = self.config, self.backbone.unet
         sched = self.backbone.new_scheduler()
         sched.set_timesteps(cfg.num_inference_steps, device=x_t.device)
-        cond_edit = torch.cat([cond, cond + direction.to(cond)])  # row 0: the caption as negative prompt
+        # rows [negatives..., edits...]: the caption is the negative prompt of its own sample
+        B = x_t.shape[0]
+        cond_edit = torch.cat([cond, cond + direction.to(cond)])
         ref, x = x_t.float(), x_t.float()
         with probed_cross_attention(unet) as probe:
             for t in sched.timesteps:
@@ -355,22 +374,39 @@ class Pix2PixZeroEditor(Editor):
                         probe.recording = True
                         unet(x_in.to(unet.dtype), t, encoder_hidden_states=cond_edit.to(unet.dtype))
                         probe.recording = False
-                        loss = attention_guidance_loss(probe.take(), ref_maps)
+                        # × B: the loss averages over the batch; each sample's gradient must be as alone
+                        loss = B * attention_guidance_loss(probe.take(), ref_maps)
                         (grad,) = torch.autograd.grad(loss, x_in)
                     x_in = (x_in - cfg.xa_guidance * grad).detach()  # one SGD step, as the original
                 with torch.no_grad():
                     eps_neg, eps_edit = self.eps(x_in, t, cond_edit).chunk(2)
                     eps = eps_neg + cfg.guidance_scale * (eps_edit - eps_neg)
-                    x = sched.step(eps, t, x_in[:1]).prev_sample
+                    x = sched.step(eps, t, x_in[:B]).prev_sample
         return x, ref
 
-    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+    def edit_batch(self, samples: list[Sample], generators: list[torch.Generator]) -> list[EditOutput]:
+        """Edit several samples with batched UNet calls (``--batch-size``). Every random draw comes from
+        the sample's own generator in the order ``edit`` makes it and the guidance loss is normalised per
+        sample, so each output equals its one-by-one ``edit`` up to floating-point reassociation."""
+        if len(samples) != len(generators):
+            raise ValueError("edit_batch: one generator per sample")
         bb, cfg = self.backbone, self.config
-        caption = self.caption(sample)
-        latents = bb.encode_image(sample.image, sample=True, generator=generator)
-        cond = bb.encode_prompt([caption])
-        x_t = self.invert(latents, cond, generator)
-        edited, _ = self.generate(x_t, cond, self.direction(sample))
+        captions = [self.caption(s) for s in samples]
+        with torch.no_grad():
+            dist = bb.vae.encode(torch.cat([bb.image_to_tensor(s.image) for s in samples])).latent_dist
+            # DiagonalGaussianDistribution.sample, one draw per sample from its own generator
+            noise = torch.cat([torch.randn((1, *dist.mean.shape[1:]), generator=g, device=g.device,
+                                           dtype=dist.mean.dtype).to(dist.mean.device) for g in generators])
+            latents = (dist.mean + dist.std * noise) * bb.scaling_factor
+        cond = bb.encode_prompt(captions)
+        gens = generators[0] if len(generators) == 1 else list(generators)
+        x_t = self.invert(latents, cond, gens)
+        edited, _ = self.generate(x_t, cond, torch.cat([self.direction(s) for s in samples]))
         n = cfg.num_inference_steps
         evals = n + n + (4 if cfg.xa_guidance > 0 else 2) * n  # inversion, reference, edit (grad pass + final)
-        return EditOutput(image=bb.decode(edited)[0], extras={"unet_evals": evals, "caption": caption})
+        images = bb.decode(edited)
+        return [EditOutput(image=im, extras={"unet_evals": evals, "caption": c, "batch_size": len(samples)})
+                for im, c in zip(images, captions)]
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        return self.edit_batch([sample], [generator])[0]

@@ -124,10 +124,41 @@ def test_reference_controller_is_load_bearing(smoke):
     assert (ours - unedited).abs().max().item() > 50 * TOL
 
 
-def test_ip2p_batch_equals_one_by_one(smoke):
-    ed = load_editor("ip2p", num_inference_steps=3)
+@pytest.mark.parametrize("name,overrides", [("ip2p", {"num_inference_steps": 3}),
+                                            ("pix2pix_zero", {"num_inference_steps": 2})])
+def test_batch_equals_one_by_one(name, overrides, smoke):
+    """``edit_batch`` (``--batch-size``): each sample's edited latent equals its own ``edit``."""
+    ed = load_editor(name, **overrides)
+    bb = backbone_of(ed)
     samples = smoke.samples[:3]
-    one = torch.cat([ed.edit_latents(s, torch.Generator().manual_seed(i)) for i, s in enumerate(samples)])
-    batched = ed.edit_latents_batch(samples, [torch.Generator().manual_seed(i) for i in range(len(samples))])
+    with captured_decode(bb) as seen:
+        for i, s in enumerate(samples):
+            ed.edit(s, torch.Generator().manual_seed(i))
+        one = torch.cat(seen)
+        outs = ed.edit_batch(samples, [torch.Generator().manual_seed(i) for i in range(len(samples))])
+        batched = seen[-1]
+    assert len(outs) == len(samples) and batched.shape == one.shape
     assert (one - batched).abs().max().item() <= TOL
     assert (batched[0] - batched[1]).abs().max().item() > 50 * TOL  # samples stay distinct
+
+
+def test_latency_script_checks_times_and_reports(tmp_path):
+    """benchmarks/latency.py end to end in one call: the check passes, both sides are timed, UNet work is
+    counted by the hook, the FLOP floor is E + D + 3·steps·U, unknown editors are reported unavailable."""
+    import json
+
+    from benchmarks.latency import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["--device", "cpu", "--backbone", "toy", "--editors", "ip2p,no_such_editor", "--steps", "2",
+               "--repeats", "1", "--warmup", "0", "--no-count-flops", "--no-overhead", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert rc == 0
+    r = report["editors"]["ip2p"]
+    assert r["status"] == "ok" and r["check"]["passed"] and r["check"]["max_abs_latent_diff"] <= TOL
+    assert r["unet_evals_per_image"] == {"ours": 6, "reference": 6}
+    assert r["ours_s_per_image"] > 0 and r["reference_s_per_image"] > 0
+    assert r["ratio"] == pytest.approx(r["reference_s_per_image"] / r["ours_s_per_image"])
+    f = r["flops"]
+    assert f["U"] > 0 and f["floor"] == pytest.approx(f["E"] + f["D"] + 6 * f["U"])
+    assert report["editors"]["no_such_editor"]["status"] == "unavailable"
