@@ -30,6 +30,7 @@ A sample without an instruction (PIE_Bench_pp has none) is skipped with a record
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -110,9 +111,21 @@ class InstructPix2PixEditor(Editor):
         else:
             context = text
         shape = (1, bb.vae.config.latent_channels, *img_lat.shape[-2:])
-        # drawn where each generator lives (the CPU for the harness), as diffusers' randn_tensor does
-        draw = lambda g: torch.randn(shape, generator=g, device=g.device, dtype=torch.float32).to(dev)
-        x = torch.cat([draw(g) for g in generators]) * float(sched.init_noise_sigma)
+        n = len(sched.timesteps)
+        # Every normal draw (the initial latent, then one per step) is made where each generator lives (the
+        # CPU for the harness), in the order diffusers' randn_tensor makes them. The CPU sampler fills
+        # blocks of 16, so when a draw's size is a multiple of 16 one draw of n + 1 latents yields the same
+        # numbers: all of them are then drawn up front and copied to the device once, not once per step.
+        upfront = all(g.device.type == "cpu" for g in generators) and math.prod(shape) % 16 == 0
+        if upfront:
+            bank = torch.stack([torch.randn((n + 1, *shape[1:]), generator=g, dtype=torch.float32)
+                                for g in generators], 1).to(dev)  # (n + 1, B, C, h, w)
+            draw_all = iter(bank)
+            draw_next = lambda: next(draw_all)
+        else:
+            draw_next = lambda: torch.cat([torch.randn(shape, generator=g, device=g.device, dtype=torch.float32)
+                                           .to(dev) for g in generators])
+        x = draw_next() * float(sched.init_noise_sigma)
         rows = 3 if self.guided else 1
         dtype = getattr(unet, "dtype", bb.dtype)
         for i, t in enumerate(sched.timesteps):
@@ -127,7 +140,7 @@ class InstructPix2PixEditor(Editor):
             sigma_up = (sigma_to ** 2 * (sigma ** 2 - sigma_to ** 2) / sigma ** 2) ** 0.5
             sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
             x = x + eps * (sigma_down - sigma)
-            x = x + torch.cat([draw(g) for g in generators]) * sigma_up
+            x = x + draw_next() * sigma_up
         return x
 
     def edit_latents(self, sample: Sample, generator: torch.Generator) -> torch.Tensor:
