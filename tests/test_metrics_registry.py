@@ -91,7 +91,7 @@ def test_toy_weights_live_on_disk_in_real_formats():
     assert str(weights.toy_dir()) in str(toy_clip_folder())
 
 
-def test_nan_is_not_zero_in_means(toy_suite, smoke):
+def test_nan_is_not_zero_in_means():
     from pie_bench.results import metric_stats
 
     stats = metric_stats([0.5, math.nan, 0.7], higher_is_better=True)
