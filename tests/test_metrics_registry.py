@@ -24,7 +24,7 @@ def toy_suite():
 
 def test_protocol_suite_describes_paper_columns(toy_suite):
     assert [m.name for m in toy_suite][:8] == list(PAPER_SCALES)
-    for m in toy_suite:
+    for m in toy_suite[:8]:
         d = m.describe()
         assert d["scale"] == PAPER_SCALES[m.name], m.name
         assert d["higher_is_better"] == (m.name not in LOWER_IS_BETTER)
@@ -42,7 +42,7 @@ def test_score_sample_on_smoke_set(toy_suite, smoke):
         src = sample.image
         edited = np.clip(src.astype(np.int16) + 20, 0, 255).astype(np.uint8)
         rec = score_sample(toy_suite, sample, edited)
-        assert set(rec) == set(PROTOCOL_METRICS)
+        assert set(PAPER_SCALES) <= set(rec)  # ground-truth metrics (ShapesEdit) are skipped here
         full = bool(sample.mask.all())
         for name in ("psnr_unedit_part", "lpips_unedit_part", "mse_unedit_part", "ssim_unedit_part"):
             assert (rec[name] is None) == full, (sample.id, name)
