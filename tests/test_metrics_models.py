@@ -379,3 +379,25 @@ def test_clip_score_clamps_negative_cosines_at_zero(monkeypatch):
     scorer = ClipScorer.from_folder(toy_clip_folder(), "cpu")
     monkeypatch.setattr(scorer, "cosine", lambda images, prompts: torch.tensor([-0.2, 0.0, 0.305]))
     assert scorer.score(None, None).tolist() == pytest.approx([0.0, 0.0, 30.5])
+
+
+def test_trained_shapes_clip_prefers_matching_captions():
+    """With ShapesEdit's trained CLIP present (skipped otherwise): own caption beats a shuffled one."""
+    shapes = pytest.importorskip("pie_bench.shapes")
+    try:
+        shapes.models_dir("clip")
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+    from pie_bench.shapes.dataset import upsample
+    from pie_bench.shapes.scenes import random_scene, render
+
+    rng = np.random.default_rng(0)
+    scenes = [random_scene(rng) for _ in range(12)]
+    images = [upsample(render(s)) for s in scenes]
+    captions = [s.caption() for s in scenes]
+    m = ClipWhole()
+    m.load("shapes")
+    own = m.compute(make_batch(images, images, [pie_masks()[0]] * 12, tgt_prompts=captions))
+    other = m.compute(make_batch(images, images, [pie_masks()[0]] * 12, tgt_prompts=captions[1:] + captions[:1]))
+    assert float((own > other).float().mean()) >= 0.75
+    weights.clear_models()
