@@ -293,7 +293,7 @@ def test_lora_round_trip_both_layouts_match_diffusers_loader(base_unet, tmp_path
 
 def test_lora_alpha_scales_like_a_merged_weight(base_unet, tmp_path):
     """W_eff = W + alpha/r · B A for one linear layer (kohya per-module alpha)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     peft_state = icd.toy_lora_state_dict(base_unet, rank=4, seed=4)
     kohya = reference_kohya(peft_state)
@@ -311,7 +311,6 @@ def test_lora_alpha_scales_like_a_merged_weight(base_unet, tmp_path):
         got = dict(unet.named_modules())[name](x)
         want = x @ (lin_base.weight + 2.0 / 4 * b @ a).T
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    assert load_file(str(tmp_path / "k.safetensors"))  # file readable as plain safetensors
 
 
 def test_lora_file_errors_are_one_line(base_unet, tmp_path):
