@@ -143,7 +143,7 @@ def test_attribute_accuracy_reference_values():
     from pie_bench.shapes.train import to_model_pixels
     from PIL import Image
 
-    edits = _edits(per_type=4)
+    edits = _edits(per_type=4) + [make_edit(np.random.default_rng([0, 0, j]), 0) for j in range(30)]
     metric = AttributeAccuracy()
     perfect = metric.compute(_batch(edits, [upsample(render(e.target, 64)) for e in edits]))
     assert torch.all(perfect == 1.0)

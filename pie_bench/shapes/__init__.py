@@ -5,6 +5,7 @@ Importing the package registers the ``shapes`` dataset with the core loader.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pie_bench.data import register_data_source
@@ -17,12 +18,13 @@ VARIANTS = {"sd": "sd", "ip2p": "ip2p", "clip": "clip"}
 
 
 def models_dir(variant: str = "sd") -> Path:
-    """Folder of a trained ShapesEdit model: ``sd`` and ``ip2p`` in the Stable Diffusion layout,
+    """Folder of a trained ShapesEdit model (the committed ones unless PIE_BENCH_SHAPES_MODELS is set): ``sd`` and ``ip2p`` in the Stable Diffusion layout,
     ``clip`` in open_clip's hub layout (``open_clip_config.json`` + ``open_clip_model.safetensors``)."""
     if variant not in VARIANTS:
         raise ConfigError(f"the shapes backbone has no {variant!r} model; it has {', '.join(VARIANTS)} "
                           "(iCD needs a guidance-distilled UNet that ShapesEdit does not train)")
-    folder = MODELS / VARIANTS[variant]
+    # PIE_BENCH_SHAPES_MODELS: a folder of models trained with `python -m pie_bench.shapes.train --out DIR`
+    folder = Path(os.environ.get("PIE_BENCH_SHAPES_MODELS") or MODELS) / VARIANTS[variant]
     marker = "open_clip_config.json" if variant == "clip" else "model_index.json"
     if not (folder / marker).exists():
         raise ConfigError(f"{folder}: ShapesEdit {variant} weights are missing; train them with "

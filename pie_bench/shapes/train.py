@@ -11,6 +11,7 @@ a manifest (sha256, command, git sha, losses) and a sample grid.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -30,12 +31,12 @@ from .scenes import random_scene, render
 
 RESOLUTION = 32  # model pixels; the VAE halves it to a 16x16x4 latent
 GEN_SIZE = 64  # scene rasterisation size (the dataset's generation resolution)
-STAGES = ("vae", "clip", "sd", "ip2p")
+STAGES = ("vae", "clip", "sd", "ip2p", "vae_colour")  # index seeds the stage; append only
 # sized for under an hour on one thread of a shared 2-core CPU (one thread: ~0.7 s per UNet step at batch 32;
 # two threads under contention were ten times slower)
-DEFAULT_STEPS = {"vae": 1000, "clip": 500, "sd": 1200, "ip2p": 500}
-BATCH = {"vae": 16, "clip": 64, "sd": 48, "ip2p": 32}
-LR = {"vae": 2e-3, "clip": 1e-3, "sd": 1e-3, "ip2p": 5e-4}
+DEFAULT_STEPS = {"vae": 1000, "vae_colour": 600, "clip": 120, "sd": 900, "ip2p": 250}
+BATCH = {"vae": 16, "vae_colour": 16, "clip": 64, "sd": 48, "ip2p": 32}
+LR = {"vae": 2e-3, "vae_colour": 1e-3, "clip": 1e-3, "sd": 1e-3, "ip2p": 5e-4}
 CFG_DROPOUT = 0.1
 
 
@@ -211,6 +212,18 @@ def stage_vae(args):
         return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * kl
 
     losses = train_loop("vae", args, {"vae": vae}, vae.parameters(), loss_fn)
+    # After the first stage the autoencoder kept shapes but shifted hues (red to brown, purple to blue),
+    # which would cap colour accuracy; a second stage adds a loss on 4x4-pooled colour.
+    def colour_loss_fn(rng, gen):
+        _, x = scene_batch(rng, BATCH["vae_colour"])
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / x[0].numel()
+        return (F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 4 * F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4))
+                + 1e-4 * kl)
+
+    losses += train_loop("vae_colour", args, {"vae": vae}, vae.parameters(), colour_loss_fn)
     # SD's convention: latents times scaling_factor have unit variance
     with torch.no_grad():
         _, x = scene_batch(step_rng(args.seed, "vae", 10**6), 128)
@@ -221,7 +234,7 @@ def stage_vae(args):
 
 def frozen_vae(args):
     vae = build_vae(args.seed)
-    ck = torch.load(Path(args.workdir) / "vae.pt", weights_only=True)
+    ck = torch.load(Path(args.workdir) / "vae_colour.pt", weights_only=True)
     vae.load_state_dict(ck["modules"]["vae"])
     meta = json.loads((Path(args.workdir) / "vae_scale.json").read_text())
     vae.register_to_config(scaling_factor=meta["scaling_factor"])
@@ -354,14 +367,11 @@ def export_sd_folder(folder: Path, unet, vae, text, tok) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    unet.to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
-    vae.to(torch.float16).save_pretrained(folder / "vae", safe_serialization=True)
-    text.to(torch.float16).save_pretrained(folder / "text_encoder", safe_serialization=True)
+    for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text)):
+        copy.deepcopy(m).to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
     tok.save_pretrained(folder / "tokenizer")
     DDIMScheduler(**DDIM_KWARGS).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
-    for m in (unet, vae, text):
-        m.to(torch.float32)
 
 
 def export_clip(folder: Path, model) -> None:
@@ -394,7 +404,7 @@ def sample_grid(out: Path, seed: int) -> None:
 
     from .scenes import random_scene
 
-    bb = load_backbone("shapes")
+    bb = load_backbone(str(out / "sd"))
     rng = np.random.default_rng([seed, 99])
     scenes = [random_scene(rng) for _ in range(16)]
     images = generate(bb, [s.caption() for s in scenes], seed=seed, steps=50, guidance=5.0)
@@ -458,7 +468,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ckpt-every", type=int, default=25)
-    p.add_argument("--stages", default="vae,clip,sd,ip2p,export")
+    p.add_argument("--stages", default="vae,sd,ip2p,clip,export")
     for s in STAGES:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s])
     args = p.parse_args(argv)
@@ -471,14 +481,15 @@ def main(argv=None) -> None:
     if "vae" in stages:
         vae, losses["vae"] = stage_vae(args)
         (workdir / "vae_scale.json").write_text(json.dumps({"scaling_factor": vae.config.scaling_factor}))
-    clip_model = None
-    if "clip" in stages:
-        clip_model, losses["clip"] = stage_clip(args)
-    tok = text = sd_unet = ip2p_unet = None
+    tok = text = sd_unet = ip2p_unet = clip_model = None
     if "sd" in stages:
         tok, text, sd_unet, losses["sd"] = stage_sd(args)
+        if "export" in stages:  # early, so the base model can be evaluated while the rest trains
+            export_sd_folder(Path(args.out) / "sd", sd_unet, frozen_vae(args), text, tok)
     if "ip2p" in stages:
         ip2p_unet, losses["ip2p"] = stage_ip2p(args, sd_unet, text, tok)
+    if "clip" in stages:
+        clip_model, losses["clip"] = stage_clip(args)
     if "export" in stages:
         export(args, frozen_vae(args), text, tok, sd_unet, ip2p_unet, clip_model, losses)
         log(workdir, f"exported to {args.out}")

@@ -1,0 +1,119 @@
+"""Acceptance figures for the ShapesEdit models.
+
+    python -m pie_bench.shapes.evaluate base --n 200          # prompted colour/shape accuracy of the base model
+    python -m pie_bench.shapes.evaluate reconstruction --n 30  # DDIM vs null-text inversion reconstruction PSNR
+
+Results print as JSON and, with ``--record``, are stored under ``evaluation`` in the models' manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) / 255 - b.astype(np.float64) / 255) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+@torch.no_grad()
+def base_accuracy(n: int = 200, seed: int = 0, steps: int = 50, guidance: float = 7.5, batch: int = 50) -> dict:
+    """Text-to-image from ``n`` random scene captions; the colour and shape of every object are read
+    back analytically (``attributes.prompt_hits``)."""
+    from editors.backbone import load_backbone
+
+    from .attributes import prompt_hits
+    from .scenes import random_scene
+    from .train import generate
+
+    bb = load_backbone("shapes")
+    rng = np.random.default_rng([seed, 7777])
+    scenes = [random_scene(rng) for _ in range(n)]
+    hits = []
+    t0 = time.time()
+    for i in range(0, n, batch):
+        chunk = scenes[i:i + batch]
+        images = generate(bb, [s.caption() for s in chunk], seed=seed + i, steps=steps, guidance=guidance)
+        hits += [prompt_hits(im, s) for im, s in zip(images, chunk)]
+    colour = np.mean([h["colour"] for h in hits])
+    shape = np.mean([h["shape"] for h in hits])
+    both = np.mean([h["colour"] and h["shape"] for h in hits])
+    single = [h for h, s in zip(hits, scenes) if len(s.objects) == 1]
+    return {"n": n, "seed": seed, "steps": steps, "guidance": guidance,
+            "colour_accuracy": round(100 * float(colour), 1), "shape_accuracy": round(100 * float(shape), 1),
+            "colour_and_shape_accuracy": round(100 * float(both), 1),
+            "single_object_colour_and_shape_accuracy": round(100 * float(np.mean(
+                [h["colour"] and h["shape"] for h in single])), 1) if single else None,
+            "seconds": round(time.time() - t0, 1)}
+
+
+@torch.no_grad()
+def reconstruction(n: int = 30, steps: int = 50, guidance: float = 7.5, inner_steps: int = 10) -> dict:
+    """Source-image reconstruction on the ``shapes`` set: VAE alone, DDIM inversion + CFG sampling, and
+    null-text inversion + CFG sampling (PIE-Bench settings: 50 steps, guidance 7.5, 10 inner steps)."""
+    from editors.backbone import load_backbone
+    from editors.inversion import DDIMSchedule, ddim_invert, ddim_sample, null_text_inversion
+    from pie_bench.data import load_dataset
+
+    from . import load_shapes  # noqa: F401  (registers the data source)
+
+    bb = load_backbone("shapes")
+    ds = load_dataset("shapes", limit=n)
+    sched = DDIMSchedule(bb.scheduler, steps)
+    uncond = bb.encode_prompt([""])
+    rows = []
+    t0 = time.time()
+    for s in ds.samples:
+        z0 = bb.encode_image(s.image)
+        cond = bb.encode_prompt([s.source_prompt])
+        traj = ddim_invert(bb.unet, z0, cond, sched)
+        ddim = bb.decode(ddim_sample(bb.unet, traj[-1], cond, uncond, sched, guidance))[0]
+        nti = null_text_inversion(bb.unet, traj, cond, uncond, sched, guidance=guidance, inner_steps=inner_steps)
+        nti_img = bb.decode(ddim_sample(bb.unet, traj[-1], cond, nti.embeddings, sched, guidance))[0]
+        vae = bb.decode(z0)[0]
+        rows.append({"id": s.id, "vae": _psnr(vae, s.image), "ddim": _psnr(ddim, s.image), "nti": _psnr(nti_img, s.image)})
+    out = {"n": len(rows), "steps": steps, "guidance": guidance, "inner_steps": inner_steps,
+           "seconds": round(time.time() - t0, 1)}
+    for k in ("vae", "ddim", "nti"):
+        out[f"psnr_{k}"] = round(float(np.mean([r[k] for r in rows])), 2)
+    out["nti_better_fraction"] = round(float(np.mean([r["nti"] > r["ddim"] for r in rows])), 3)
+    return out
+
+
+def record(key: str, value: dict) -> None:
+    from . import MODELS
+
+    path = MODELS / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("evaluation", {})[key] = value
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["base", "reconstruction"])
+    p.add_argument("--n", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--record", action="store_true", help="Store the result in the models' manifest.json.")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.what == "base":
+        res = base_accuracy(args.n or 200, args.seed, args.steps, args.guidance)
+    else:
+        res = reconstruction(args.n or 30, args.steps, args.guidance)
+    res["command"] = "python -m pie_bench.shapes.evaluate " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    print(json.dumps(res, indent=2))
+    if args.record:
+        record(f"{args.what}@guidance{args.guidance}", res)
+
+
+if __name__ == "__main__":
+    main()
