@@ -12,7 +12,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -123,7 +123,3 @@ def toy_folder(name: str, config: dict, write: Callable[[Path], None]) -> Path:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[0,1] float (B,3,H,W) -> uint8, exactly inverting MetricBatch.from_arrays' /255."""
     return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def seeded(seed: int) -> Optional[torch.Generator]:
-    return torch.Generator().manual_seed(seed)

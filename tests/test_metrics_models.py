@@ -11,7 +11,6 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from metrics import weights
 from metrics.clip_score import (ClipEdited, ClipScorer, ClipSource, ClipWhole, TOY_MODEL_CFG, toy_clip_folder,
