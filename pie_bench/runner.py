@@ -119,7 +119,7 @@ def _check_image(image: np.ndarray, editor: str, sample_id: str) -> None:
     # is an edit, and scoring one would pass a broken pipeline off as a weak editor
     if not image.any():
         raise ValueError(f"{editor} returned an all-black image for sample {sample_id} (NaN in the "
-                         "pipeline, e.g. an fp16 overflow, or a safety checker); try --dtype float32")
+                         "pipeline, e.g. an fp16 overflow, or a safety checker); under --dtype float16 try float32")
 
 
 def _failure_text(exc: BaseException) -> str:
