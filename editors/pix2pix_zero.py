@@ -376,8 +376,10 @@ class Pix2PixZeroEditor(Editor):
                         probe.recording = False
                         # × B: the loss averages over the batch; each sample's gradient must be as alone
                         loss = B * attention_guidance_loss(probe.take(), ref_maps)
-                        (grad,) = torch.autograd.grad(loss, x_in)
-                    x_in = (x_in - cfg.xa_guidance * grad).detach()  # one SGD step, as the original
+                        # backward() rather than autograd.grad: same gradient (the UNet weights are frozen),
+                        # and it lets torch.utils.flop_counter follow the pass (benchmarks/latency.py)
+                        loss.backward()
+                    x_in = (x_in - cfg.xa_guidance * x_in.grad).detach()  # one SGD step, as the original
                 with torch.no_grad():
                     eps_neg, eps_edit = self.eps(x_in, t, cond_edit).chunk(2)
                     eps = eps_neg + cfg.guidance_scale * (eps_edit - eps_neg)
