@@ -136,9 +136,22 @@ def null_text_inversion(unet, trajectory: Sequence[torch.Tensor], cond: torch.Te
     n = sched.num_steps
     if len(trajectory) != n + 1:
         raise ValueError(f"trajectory has {len(trajectory)} latents; expected {n + 1} for {n} steps")
-    for p in unet.parameters():
-        if p.requires_grad:
-            raise RuntimeError("null-text inversion expects frozen UNet weights (requires_grad=False)")
+    # Frozen for the optimisation whatever the caller left on (a shared backbone may have been made
+    # trainable elsewhere): weight gradients would cost ~45% more backward work and are never used.
+    trainable = [p for p in unet.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        return _null_text_loop(unet, trajectory, cond, uncond, sched, guidance, inner_steps,
+                               early_stop_epsilon, early_stop_slope, lr, lr_decay, counter)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _null_text_loop(unet, trajectory, cond, uncond, sched, guidance, inner_steps, early_stop_epsilon,
+                    early_stop_slope, lr, lr_decay, counter) -> NullTextResult:
+    n = sched.num_steps
     result = NullTextResult(embeddings=[])
     with torch.inference_mode(False):
         phi = uncond.detach().float().clone()

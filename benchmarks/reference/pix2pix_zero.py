@@ -48,4 +48,9 @@ def pix2pix_zero_reference(editor, sample, generator: torch.Generator, bb=None) 
             out = bb.decode(latents)[0]
     finally:
         bb.unet.set_attn_processor(saved)
+        # the pipeline's prepare_unet makes the cross-attention layers trainable and its guidance
+        # backward() fills their .grad: undo both so the shared backbone stays frozen for other editors
+        bb.unet.requires_grad_(False)
+        for p in bb.unet.parameters():
+            p.grad = None
     return RefResult(latents=latents.float(), image=out, extras={"unet_evals": rows[0]})
