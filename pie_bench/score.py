@@ -8,6 +8,7 @@ from PIL import Image
 
 from .data import Dataset, safe_join
 from .errors import DataError
+from .lock import FolderLock
 from .provenance import device_label, now_iso
 from .results import JsonlWriter, SampleRecord
 from .run_folder import RunFolder
@@ -45,27 +46,30 @@ def score_folder(ds: Dataset, root: Path, method: str, metrics: list, out: Path,
     if not root.is_dir():
         raise DataError(f"{root}: edited-image folder does not exist")
     folder = RunFolder(out)
-    info = {"config": {"source": str(root)}, "config_hash": "external", "backbone": "external", "toy": False,
-            "seed": None, "paper": "scored from a folder"}
-    folder.prepare(ds.describe(), {method: info}, {"metrics": [m.name for m in metrics]})
-    done = folder.done_keys()
-    writer = JsonlWriter(folder.shard_path())
-    try:
-        for sample in ds.samples:
-            rec = SampleRecord(sample_id=sample.id, editor=method, config_hash="external", dataset=ds.name,
-                               dataset_sha256=ds.annotations_sha256, edit_type=sample.edit_type, status="ok",
-                               device=device_label(device), created_at=now_iso())
-            if rec.key in done:
-                continue
-            try:
-                path = find_edited(root, sample)
-                with Image.open(path) as img:
-                    edited = official_crop(img)
-                rec.image = str(path)
-                rec.metrics = score_sample(metrics, sample, edited)
-            except Exception as exc:
-                rec.status, rec.error = "failed", one_line(exc)
-            writer.write(rec)
-    finally:
-        writer.close()
-    return write_leaderboard(folder, ds, BenchOptions(editors=[method], command=command, device=device), metrics)
+    folder.create()
+    # the same lock as `bench`: two writers appending to one samples.jsonl would interleave records
+    with FolderLock(folder.root, command):
+        info = {"config": {"source": str(root)}, "config_hash": "external", "backbone": "external", "toy": False,
+                "seed": None, "paper": "scored from a folder"}
+        folder.prepare(ds.describe(), {method: info}, {"metrics": [m.name for m in metrics]})
+        done = folder.done_keys()
+        writer = JsonlWriter(folder.shard_path())
+        try:
+            for sample in ds.samples:
+                rec = SampleRecord(sample_id=sample.id, editor=method, config_hash="external", dataset=ds.name,
+                                   dataset_sha256=ds.annotations_sha256, edit_type=sample.edit_type, status="ok",
+                                   device=device_label(device), created_at=now_iso())
+                if rec.key in done:
+                    continue
+                try:
+                    path = find_edited(root, sample)
+                    with Image.open(path) as img:
+                        edited = official_crop(img)
+                    rec.image = str(path)
+                    rec.metrics = score_sample(metrics, sample, edited)
+                except Exception as exc:
+                    rec.status, rec.error = "failed", one_line(exc)
+                writer.write(rec)
+        finally:
+            writer.close()
+        return write_leaderboard(folder, ds, BenchOptions(editors=[method], command=command, device=device), metrics)
