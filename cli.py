@@ -141,13 +141,15 @@ def resolve_metrics(names: str, backbone: str, device: str):
 @click.option("--run", "run_name", default=None, help="Run name under results/runs/ (default: data-backbone).")
 @click.option("--out", type=click.Path(), default=None, help="Output folder (overrides --run).")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Samples per editor excluded from latency.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Samples per call for editors that batch (ip2p, pix2pix_zero); latency is per sample.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed sample.")
 @click.option("--retry-failed", is_flag=True, help="On resume, redo samples recorded as failed.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report (<out>/report/index.html).")
 @handle_errors
 def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, metrics_backbone, device, dtype,
-          editor_arg, editor_config, run_name, out, warmup, fail_fast, retry_failed, no_progress, no_report):
+          editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress, no_report):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
     from editors.registry import resolve_editor_names
     from pie_bench.runner import BenchOptions, any_failed, run_bench
@@ -171,7 +173,7 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
                       "pipeline end to end; they say nothing about editing quality.")
     metrics = resolve_metrics(metric_names, metrics_backbone, device)
     opts = BenchOptions(editors=names, editor_args=eargs, backbone=backbone, device=device, dtype=dtype,
-                        warmup=warmup, fail_fast=fail_fast, retry_failed=retry_failed,
+                        warmup=warmup, batch_size=batch_size, fail_fast=fail_fast, retry_failed=retry_failed,
                         command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console.print(f"data [bold]{ds.name}[/bold] ({len(ds)} samples) · editors {', '.join(names)} · out {out}")
     board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress())

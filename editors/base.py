@@ -78,6 +78,16 @@ class Editor:
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput | np.ndarray:
         raise NotImplementedError
 
+    def edit_batch(self, samples: list[Sample], generators: list[torch.Generator]) -> list:
+        """Edit several samples (``bench --batch-size``). Override it where one batched pass is faster;
+        each sample keeps its own generator, so outputs equal ``edit`` one by one up to float reassociation."""
+        return [self.edit(s, g) for s, g in zip(samples, generators)]
+
+    @classmethod
+    def batches(cls) -> bool:
+        """True when the editor overrides ``edit_batch`` (the runner batches only those)."""
+        return cls.edit_batch is not Editor.edit_batch
+
     # -- provenance ------------------------------------------------------------------------------
     def config_dict(self) -> dict:
         return config_to_dict(self.config)

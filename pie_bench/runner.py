@@ -49,6 +49,7 @@ class BenchOptions:
     command: str = ""
     rank: int = 0
     world: int = 1
+    batch_size: int = 1  # samples per edit_batch call, for editors that override it
 
 
 class FailFast(HarnessError):
@@ -72,7 +73,8 @@ def save_png(path: Path, image: np.ndarray) -> None:
     import io
 
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    # lossless either way; zlib level 1 is ~2.8x faster to write than the default 6, files ~7% larger
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
     atomic_write_bytes(path, buf.getvalue(), fsync=False)
 
 
@@ -217,7 +219,9 @@ def _run_shard(dataset: Dataset, opts: BenchOptions, metrics: list, folder: RunF
                     progress.advance("failed")
                 continue
             assert ed.config_hash() == chash, f"{ed.name}.load() changed its config hash"
-            timed = 0
+            state = {"timed": 0}
+            pending: list = []  # (sample, record) ready to edit, waiting for a full batch
+            batch = max(1, opts.batch_size) if ed.batches() else 1
             for sample in todo:
                 rec = SampleRecord(sample_id=sample.id, editor=ed.name, config_hash=chash, dataset=dataset.name,
                                    dataset_sha256=dataset.annotations_sha256, edit_type=sample.edit_type,
@@ -228,42 +232,115 @@ def _run_shard(dataset: Dataset, opts: BenchOptions, metrics: list, folder: RunF
                     if reason:
                         raise SkipSample(reason)
                     _ = sample.image  # image problems are the sample's failure, not the editor's latency
-                    generator = torch.Generator("cpu").manual_seed(rec.seed if rec.seed is not None else 0)
-                    synchronize(device)
-                    t0 = time.perf_counter()
-                    with torch.inference_mode(False):
-                        result = ed.edit(sample, generator)
-                    synchronize(device)
-                    rec.latency_s = time.perf_counter() - t0
-                    rec.warmup = timed < opts.warmup
-                    timed += 1
-                    result = as_edit_output(result, sample.id, ed.name)
-                    _check_image(result.image, ed.name, sample.id)
-                    rec.extras = {k: v for k, v in result.extras.items() if isinstance(v, (int, float, str, bool))}
-                    rec.metrics = score_sample(metrics, sample, result.image)
-                    img_path = folder.image_path(ed.name, sample.id)
-                    _save_png_or_raise(img_path, result.image)
-                    rec.image = str(img_path.relative_to(folder.root))
-                except SkipSample as exc:
-                    rec.status, rec.error = "skipped", str(exc)
-                except ResultsError:
-                    raise
                 except Exception as exc:
-                    rec.status, rec.error = "failed", _failure_text(exc)
-                    rec.latency_s = None
-                    log.debug("sample failure", exc_info=True)
-                    if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    rec.extras = {"traceback": traceback.format_exc(limit=3)[-2000:]}
-                writer.write(rec)
-                progress.advance(rec.status)
-                if rec.status == "failed" and opts.fail_fast:
-                    raise FailFast(f"{ed.name} failed on sample {sample.id}: {rec.error} (--fail-fast)")
+                    _record_failure(rec, exc)
+                    _finish(writer, progress, opts, rec, ed.name, sample.id)
+                    continue
+                pending.append((sample, rec))
+                if len(pending) >= batch:
+                    _edit_chunk(ed, pending, metrics, folder, device, opts, writer, progress, state)
+                    pending = []
+            if pending:
+                _edit_chunk(ed, pending, metrics, folder, device, opts, writer, progress, state)
             del ed
     finally:
         writer.close()
         progress.stop()
     return writer.lines, load_errors
+
+
+def _generator(rec: SampleRecord) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(rec.seed if rec.seed is not None else 0)
+
+
+def _record_failure(rec: SampleRecord, exc: BaseException) -> None:
+    if isinstance(exc, SkipSample):
+        rec.status, rec.error = "skipped", str(exc)
+        return
+    rec.status, rec.error = "failed", _failure_text(exc)
+    rec.latency_s = None
+    rec.metrics = {}
+    log.debug("sample failure", exc_info=True)
+    if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    rec.extras = {"traceback": traceback.format_exc(limit=3)[-2000:]}
+
+
+def _finish(writer: JsonlWriter, progress: ProgressSink, opts: BenchOptions, rec: SampleRecord, editor: str,
+            sample_id: str) -> None:
+    writer.write(rec)
+    progress.advance(rec.status)
+    if rec.status == "failed" and opts.fail_fast:
+        raise FailFast(f"{editor} failed on sample {sample_id}: {rec.error} (--fail-fast)")
+
+
+def _timed(ed, samples: list, recs: list, device: torch.device) -> tuple[list, float]:
+    synchronize(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode(False):
+        if len(samples) == 1:
+            results = [ed.edit(samples[0], _generator(recs[0]))]
+        else:
+            results = ed.edit_batch(samples, [_generator(r) for r in recs])
+    synchronize(device)
+    return results, time.perf_counter() - t0
+
+
+def _edit_chunk(ed, chunk: list, metrics: list, folder: RunFolder, device: torch.device, opts: BenchOptions,
+                writer: JsonlWriter, progress: ProgressSink, state: dict) -> None:
+    """Edit ``chunk`` [(sample, record)] in one ``edit_batch`` call (or one ``edit``), then score, save
+    and write each. A batch that raises is redone one sample at a time, so the failure lands on the
+    sample that caused it. Latency per sample is the call's time over the chunk size."""
+    samples, recs = [c[0] for c in chunk], [c[1] for c in chunk]
+    results: Optional[list] = None
+    if len(chunk) > 1:
+        try:
+            results, seconds = _timed(ed, samples, recs, device)
+            if len(results) != len(chunk):
+                raise ValueError(f"{ed.name}.edit_batch returned {len(results)} outputs for {len(chunk)} samples")
+            latencies = [seconds / len(chunk)] * len(chunk)
+        except Exception:
+            log.debug("batch failed; redoing one by one", exc_info=True)
+            results = None
+    if results is None:
+        for sample, rec in chunk:
+            _edit_one(ed, sample, rec, metrics, folder, device, opts, writer, progress, state)
+        return
+    for (sample, rec), result, lat in zip(chunk, results, latencies):
+        _finish_result(ed, sample, rec, result, lat, metrics, folder, opts, state)
+        _finish(writer, progress, opts, rec, ed.name, sample.id)
+
+
+def _edit_one(ed, sample, rec: SampleRecord, metrics: list, folder: RunFolder, device: torch.device,
+              opts: BenchOptions, writer: JsonlWriter, progress: ProgressSink, state: dict) -> None:
+    try:
+        (result,), seconds = _timed(ed, [sample], [rec], device)
+        _finish_result(ed, sample, rec, result, seconds, metrics, folder, opts, state)
+    except ResultsError:
+        raise
+    except Exception as exc:
+        _record_failure(rec, exc)
+    _finish(writer, progress, opts, rec, ed.name, sample.id)
+
+
+def _finish_result(ed, sample, rec: SampleRecord, result, latency: float, metrics: list, folder: RunFolder,
+                   opts: BenchOptions, state: dict) -> None:
+    """Validate, score and save one edited image into ``rec`` (raises on a bad image)."""
+    try:
+        rec.latency_s = latency
+        rec.warmup = state["timed"] < opts.warmup
+        state["timed"] += 1
+        result = as_edit_output(result, sample.id, ed.name)
+        _check_image(result.image, ed.name, sample.id)
+        rec.extras = {k: v for k, v in result.extras.items() if isinstance(v, (int, float, str, bool))}
+        rec.metrics = score_sample(metrics, sample, result.image)
+        img_path = folder.image_path(ed.name, sample.id)
+        _save_png_or_raise(img_path, result.image)
+        rec.image = str(img_path.relative_to(folder.root))
+    except ResultsError:
+        raise
+    except Exception as exc:
+        _record_failure(rec, exc)
 
 
 def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, extra: dict) -> dict:
