@@ -91,10 +91,15 @@ def attribute_accuracy(image: np.ndarray, attributes: Optional[dict]) -> float:
 
 
 def prompt_hits(image: np.ndarray, scene: Scene, attributes=("colour", "shape")) -> dict[str, bool]:
-    """Text-to-image check: is every object's colour / shape the prompted one?"""
+    """Text-to-image check: does the image show the prompted value of each attribute (for object
+    attributes, on every object)?"""
     small = downsample(image)
     out = {}
     for attr in attributes:
+        if attr in ("background", "style"):
+            change = {"attribute": attr, "to": getattr(scene, attr)}
+            out[attr] = read_attribute(small, candidates(scene, scene, change)) == getattr(scene, attr)
+            continue
         ok = True
         for k, obj in enumerate(scene.objects):
             change = {"attribute": attr, "object": k, "to": getattr(obj, attr)}

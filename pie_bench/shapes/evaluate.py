@@ -39,14 +39,17 @@ def base_accuracy(n: int = 200, seed: int = 0, steps: int = 50, guidance: float 
     for i in range(0, n, batch):
         chunk = scenes[i:i + batch]
         images = generate(bb, [s.caption() for s in chunk], seed=seed + i, steps=steps, guidance=guidance)
-        hits += [prompt_hits(im, s) for im, s in zip(images, chunk)]
+        hits += [prompt_hits(im, s, ("colour", "shape", "background")) for im, s in zip(images, chunk)]
     colour = np.mean([h["colour"] for h in hits])
     shape = np.mean([h["shape"] for h in hits])
     both = np.mean([h["colour"] and h["shape"] for h in hits])
+    background = np.mean([h["background"] for h in hits])
     single = [h for h, s in zip(hits, scenes) if len(s.objects) == 1]
     return {"n": n, "seed": seed, "steps": steps, "guidance": guidance,
             "colour_accuracy": round(100 * float(colour), 1), "shape_accuracy": round(100 * float(shape), 1),
             "colour_and_shape_accuracy": round(100 * float(both), 1),
+            "background_accuracy": round(100 * float(background), 1),
+            "chance": {"colour_single_object": 16.7, "shape_single_object": 25.0, "background": 25.0},
             "single_object_colour_and_shape_accuracy": round(100 * float(np.mean(
                 [h["colour"] and h["shape"] for h in single])), 1) if single else None,
             "seconds": round(time.time() - t0, 1)}

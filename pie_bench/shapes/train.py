@@ -369,7 +369,9 @@ def export_sd_folder(folder: Path, unet, vae, text, tok) -> None:
     folder.mkdir(parents=True)
     for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text)):
         copy.deepcopy(m).to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
-    tok.save_pretrained(folder / "tokenizer")
+    from .tokenizer import write_tokenizer
+
+    write_tokenizer(folder / "tokenizer")  # vocab.json + merges.txt (what CLIPTokenizer reads) and tokenizer.json
     DDIMScheduler(**DDIM_KWARGS).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
 
