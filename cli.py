@@ -98,13 +98,16 @@ def cli(verbose):
     warnings.filterwarnings("ignore", message=".*deprecated.*")
 
 
-def data_options(fn):
-    fn = click.option("--limit", type=int, default=None, help="Use the first N samples.")(fn)
-    fn = click.option("--ids", default=None, help="Comma-separated sample ids.")(fn)
-    fn = click.option("--categories", default=None, help="Edit types: ids 0-9 or names, comma-separated.")(fn)
-    fn = click.option("--data", default="smoke", show_default=True,
-                      help="smoke | shapes | PIE-Bench folder | hf:<repo or parquet folder>.")(fn)
-    return fn
+def data_options(fn=None, *, default="smoke", help_extra=""):
+    def wrap(fn):
+        fn = click.option("--limit", type=int, default=None, help="Use the first N samples.")(fn)
+        fn = click.option("--ids", default=None, help="Comma-separated sample ids.")(fn)
+        fn = click.option("--categories", default=None, help="Edit types: ids 0-9 or names, comma-separated.")(fn)
+        fn = click.option("--data", default=default, show_default=default is not None,
+                          help="smoke | shapes | PIE-Bench folder | hf:<repo or parquet folder>." + help_extra)(fn)
+        return fn
+
+    return wrap(fn) if fn is not None else wrap
 
 
 def load_data(data, categories, ids, limit):
@@ -115,11 +118,13 @@ def load_data(data, categories, ids, limit):
                         ids=[i.strip() for i in ids.split(",")] if ids else None, limit=limit)
 
 
-def resolve_metrics(names: str, backbone: str, device: str):
-    from metrics.registry import PROTOCOL_METRICS, available_metrics, build_metrics
+def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: bool = False):
+    from metrics.registry import GROUND_TRUTH_METRICS, PROTOCOL_METRICS, available_metrics, build_metrics
 
     wanted = PROTOCOL_METRICS if names == "protocol" else ([] if names == "none" else
                                                           [n.strip() for n in names.split(",") if n.strip()])
+    if names == "protocol" and with_ground_truth:  # ShapesEdit carries exact target images
+        wanted = wanted + GROUND_TRUTH_METRICS
     if names == "protocol":
         wanted, missing = available_metrics(wanted)
         for n, why in missing.items():
@@ -129,11 +134,14 @@ def resolve_metrics(names: str, backbone: str, device: str):
 
 @cli.command()
 @click.option("--editors", "editors_spec", default="all", show_default=True, help="'all' or comma-separated names.")
-@data_options
-@click.option("--backbone", default="toy", show_default=True, help="toy | sd14 | sd15 | <hub id or local dir>.")
+@data_options(default=None, help_extra=" Default: the embedded ShapesEdit run (see README).")
+@click.option("--backbone", default="auto", show_default=True,
+              help="toy | shapes | sd14 | sd15 | <hub id or local dir>; auto: shapes for --data shapes, else toy.")
 @click.option("--metrics", "metric_names", default="protocol", show_default=True,
-              help="'protocol' (the PIE-Bench seven + CLIP source), 'none', or comma-separated names.")
-@click.option("--metrics-backbone", default="toy", show_default=True, help="toy | real (official weights).")
+              help="'protocol' (the PIE-Bench seven + CLIP source; plus the ground-truth metrics when the data "
+                   "has target images), 'none', or comma-separated names (name:key=value;... for options).")
+@click.option("--metrics-backbone", default="auto", show_default=True,
+              help="toy | real (official weights) | shapes; auto: shapes for --data shapes, else toy.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
 @click.option("--editor-arg", "editor_arg", multiple=True, help="EDITOR.KEY=VALUE, e.g. nti_p2p.inner_steps=5.")
@@ -156,13 +164,29 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     from pie_bench.distributed import is_main_process
     from pie_bench.tables import print_leaderboard
 
+    from editors.registry import get_editor_class
+    from pie_bench import presets
+
     if not is_main_process():  # under accelerate/torchrun, rank 0 alone prints
         console.quiet = True
+    embedded = data is None
+    data = presets.EMBEDDED_DATA if embedded else data
+    backbone = presets.default_backbone(data) if backbone == "auto" else backbone
+    metrics_backbone = ("shapes" if data == "shapes" else "toy") if metrics_backbone == "auto" else metrics_backbone
     ds = load_data(data, categories, ids, limit)
     names, unavailable = resolve_editor_names(editors_spec)
+    if editors_spec.strip() == "all":  # e.g. iCD has no ShapesEdit model: left out, not failed
+        for n in list(names):
+            why = get_editor_class(n).backbone_unavailable(backbone)
+            if why:
+                names.remove(n)
+                unavailable[n] = why
     for n, why in unavailable.items():
         err_console.print(f"[yellow]editor {n} unavailable, skipped: {why}[/yellow]")
     eargs = parse_editor_args(editor_arg, editor_config)
+    if embedded:
+        eargs = presets.embedded_editor_args(names, eargs)
+        console.print(f"[bold]{presets.EMBEDDED_NOTE}[/bold]")
     if out is None:
         suffix = ""
         if eargs:
@@ -171,7 +195,7 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     if backbone == "toy" or metrics_backbone == "toy":
         console.print("[bold yellow]Toy models[/bold yellow] (tiny random weights): the numbers check the "
                       "pipeline end to end; they say nothing about editing quality.")
-    metrics = resolve_metrics(metric_names, metrics_backbone, device)
+    metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets)
     opts = BenchOptions(editors=names, editor_args=eargs, backbone=backbone, device=device, dtype=dtype,
                         warmup=warmup, batch_size=batch_size, fail_fast=fail_fast, retry_failed=retry_failed,
                         command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
@@ -281,7 +305,7 @@ def score(edited_dir, data, categories, ids, limit, method, metric_names, metric
     from pie_bench.tables import print_leaderboard
 
     ds = load_data(data, categories, ids, limit)
-    metrics = resolve_metrics(metric_names, metrics_backbone, device)
+    metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets)
     name = method or Path(edited_dir).resolve().name
     out = Path(out) if out else RUNS_DIR / f"score-{name}-{ds.name.replace(':', '_')}"
     board = score_folder(ds, Path(edited_dir), name, metrics, out, device=device,

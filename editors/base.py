@@ -62,6 +62,12 @@ class Editor:
         self.dtype = torch.float32
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def backbone_unavailable(cls, backbone: str) -> Optional[str]:
+        """Why this editor cannot run on ``backbone`` by design (``--editors all`` then leaves it out with
+        the reason instead of recording a load failure), or None."""
+        return None
+
     def load(self, backbone: str = "toy", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
         """Load weights. ``backbone`` is ``toy``, ``sd14``, ``sd15``, ``shapes``, a hub id or a local dir."""
         self.backbone_id = backbone

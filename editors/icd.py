@@ -284,6 +284,12 @@ class ICDEditor(Editor):
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     paper = "Starodubcev et al., Invertible Consistency Distillation for Text-Guided Image Editing, NeurIPS 2024"
 
+    @classmethod
+    def backbone_unavailable(cls, backbone: str) -> Optional[str]:
+        if backbone == "shapes":
+            return "iCD needs a guidance-distilled UNet with consistency LoRAs; ShapesEdit trains none"
+        return None
+
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         cfg = self.config
         if cfg.controller not in ("auto", "refine", "replace"):
