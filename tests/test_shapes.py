@@ -176,8 +176,17 @@ def test_ground_truth_pixel_metrics_reference_values():
         assert float(p) == pytest.approx(10 * np.log10(1 / mse), rel=1e-5)
     assert (edit_psnr < psnr).all()  # all of the error sits inside the mask
     ssim = GroundTruthSSIM().compute(b_gt)
-    assert torch.allclose(ssim, torch.ones_like(ssim), atol=1e-5)
-    assert (GroundTruthSSIM().compute(b_id) < 1).all()
+    # float32 like the official evaluator: identical images lose up to ~6e-4 to cancellation in
+    # E[x^2] - mu^2 (clamped at 0 while the covariance is not)
+    assert torch.allclose(ssim, torch.ones_like(ssim), atol=1e-3)
+    ssim_id = GroundTruthSSIM().compute(b_id)
+    assert (ssim_id < 1).all()
+    from skimage.metrics import structural_similarity
+
+    for v, s, t in zip(ssim_id, sources, targets):  # the protocol's window, border cropped as scikit-image
+        ref = structural_similarity(s / 255.0, t / 255.0, data_range=1.0, channel_axis=2, gaussian_weights=True,
+                                    sigma=1.5, use_sample_covariance=False)
+        assert float(v) == pytest.approx(ref, abs=1e-3)
 
 
 def test_make_shapes_cli(tmp_path):
