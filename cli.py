@@ -17,6 +17,8 @@ from rich.console import Console
 from pie_bench.errors import ConfigError, HarnessError
 
 console = Console(stderr=False)
+if not console.is_terminal:  # logs and CI: rich would wrap the leaderboard at 80 columns
+    console = Console(stderr=False, width=200)
 err_console = Console(stderr=True)
 RUNS_DIR = Path("results") / "runs"
 

@@ -62,6 +62,7 @@ class Metric:
     scale: ClassVar[float] = 1.0
     label: ClassVar[str] = ""
     requires_target: ClassVar[bool] = False  # ground-truth metrics (ShapesEdit only)
+    uses_weights: ClassVar[bool] = True  # False for pure pixel formulas: never labelled toy
 
     def __init__(self) -> None:
         self.backbone = "none"
@@ -72,7 +73,7 @@ class Metric:
         """Load model weights once per run. ``backbone``: ``real`` (official weights), ``toy``, or a
         dataset-specific backbone such as ``shapes``."""
         self.backbone = backbone
-        self.is_toy = backbone == "toy"
+        self.is_toy = backbone == "toy" and self.uses_weights
         self.device = torch.device(device)
 
     def compute(self, batch: MetricBatch) -> torch.Tensor:

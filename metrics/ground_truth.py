@@ -18,6 +18,7 @@ def _psnr(mse: torch.Tensor) -> torch.Tensor:
 
 
 class GroundTruthPSNR(Metric):
+    uses_weights = False
     name = "gt_psnr"
     higher_is_better = True
     region = "whole"
@@ -30,6 +31,7 @@ class GroundTruthPSNR(Metric):
 
 
 class GroundTruthEditPSNR(Metric):
+    uses_weights = False
     name = "gt_psnr_edit_part"
     higher_is_better = True
     region = "edited"
@@ -44,6 +46,7 @@ class GroundTruthEditPSNR(Metric):
 
 
 class GroundTruthSSIM(Metric):
+    uses_weights = False
     name = "gt_ssim"
     higher_is_better = True
     region = "whole"
@@ -61,6 +64,7 @@ class GroundTruthSSIM(Metric):
 
 
 class AttributeAccuracy(Metric):
+    uses_weights = False
     name = "gt_attribute_accuracy"
     higher_is_better = True
     region = "edited"

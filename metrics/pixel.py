@@ -21,6 +21,7 @@ def background_mse(batch: MetricBatch) -> torch.Tensor:
 
 
 class BackgroundMSE(Metric):
+    uses_weights = False
     name = "mse_unedit_part"
     higher_is_better = False
     region = "background"
@@ -33,6 +34,7 @@ class BackgroundMSE(Metric):
 
 
 class BackgroundPSNR(Metric):
+    uses_weights = False
     name = "psnr_unedit_part"
     higher_is_better = True
     region = "background"

@@ -65,6 +65,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, sigma: float
 
 
 class BackgroundSSIM(Metric):
+    uses_weights = False
     name = "ssim_unedit_part"
     higher_is_better = True
     region = "background"

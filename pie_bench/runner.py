@@ -365,8 +365,7 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         "run": folder.root.name,
         "command": extra.get("command", ""),
         "toy": toy,
-        "toy_note": ("numbers come from toy (random-weight) models: they check the pipeline, not editing quality"
-                     if toy else ""),
+        "toy_note": _toy_note(editors, metric_info) if toy else "",
         "git": git_state(),
         "packages": package_versions(),
         "device": extra.get("device", {}),
@@ -378,6 +377,19 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         "metric_info": metric_info,
         "editors": editors,
     }
+
+
+def _toy_note(editors: dict, metric_info: dict) -> str:
+    """Say exactly which numbers come from toy (random-weight) models."""
+    toy_editors = [n for n, e in editors.items() if e.get("toy")]
+    toy_metrics = [n for n, i in metric_info.items() if i.get("toy")]
+    parts = []
+    if toy_editors:
+        parts.append(f"editors {', '.join(toy_editors)} ran on toy (random-weight) models: their numbers check the "
+                     "pipeline, not editing quality")
+    if toy_metrics:
+        parts.append(f"metrics {', '.join(toy_metrics)} use toy (random) weights: their values check the pipeline only")
+    return "; ".join(parts) or "numbers come from toy (random-weight) models"
 
 
 def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, metrics: list,

@@ -165,7 +165,7 @@ def run_cli(*args):
     ("unknown sample id", ["--ids", "999"], ["--ids: 999 not in dataset smoke", "check the ids"]),
 ])
 def test_bad_options_cli(tmp_path, case, args, needles):
-    res, lines = run_cli("bench", "--metrics", "mse_unedit_part", "--no-progress", "--no-report", "--limit", "2",
+    res, lines = run_cli("bench", "--data", "smoke", "--metrics", "mse_unedit_part", "--no-progress", "--no-report", "--limit", "2",
                          "--out", str(tmp_path / "run"), *args)
     assert res.exit_code == 2, res.output
     assert len(lines) == 1 and "Traceback" not in res.output, res.output

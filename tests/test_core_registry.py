@@ -91,7 +91,7 @@ def test_third_party_editor_via_entry_point(tmp_path):
                              text=True, timeout=120)
     assert listing.returncode == 0 and "darken" in listing.stdout and "darken-plugin" in listing.stdout
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, "cli.py", "bench", "--editors", "darken,identity", "--limit", "2",
+    res = subprocess.run([sys.executable, "cli.py", "bench", "--data", "smoke", "--editors", "darken,identity", "--limit", "2",
                           "--metrics", "mse_unedit_part", "--editor-arg", "darken.factor=0.25", "--no-progress",
                           "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -88,7 +88,7 @@ def test_two_gloo_processes_match_single_process_and_resume_across_counts(tmp_pa
     # only the remaining work (rank 0 reads the folder and broadcasts what is done)
     run_bench(ds4, BenchOptions(editors=["identity"]), metrics, two, samples=ds4.samples[:1])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "cli.py", "bench", "--editors", ",".join(EDITORS), "--metrics", ",".join(METRICS), "--limit", "4",
+           "cli.py", "bench", "--data", "smoke", "--editors", ",".join(EDITORS), "--metrics", ",".join(METRICS), "--limit", "4",
            "--no-progress", "--no-report", "--out", str(two)]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=REPO, env=fault_editors.plugin_env(tmp_path, REPO), capture_output=True,

@@ -351,7 +351,7 @@ def test_cli_help_and_listing():
 def test_cli_bench_end_to_end_on_smoke(tmp_path):
     env = dict(os.environ, PIE_BENCH_CACHE=os.environ.get("PIE_BENCH_CACHE", str(REPO / ".cache" / "pie_bench")))
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "cli.py", "bench", "--editors", "icd", "--limit", "2", "--no-progress",
+    proc = subprocess.run([sys.executable, "cli.py", "bench", "--data", "smoke", "--editors", "icd", "--limit", "2", "--no-progress",
                            "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

@@ -28,7 +28,9 @@ def test_protocol_suite_describes_paper_columns(toy_suite):
         d = m.describe()
         assert d["scale"] == PAPER_SCALES[m.name], m.name
         assert d["higher_is_better"] == (m.name not in LOWER_IS_BETTER)
-        assert d["toy"] is True and d["backbone"] == "toy"
+        # only metrics with model weights are toy on the toy backbone; pixel formulas never are
+        assert d["toy"] is m.uses_weights and d["backbone"] == "toy"
+        assert d["toy"] is (m.name in ("structure_distance", "lpips_unedit_part") or m.name.startswith("clip_"))
     regions = {m.name: m.region for m in toy_suite}
     assert regions["clip_similarity_target_image_edit_part"] == "edited"
     assert {regions[n] for n in ("psnr_unedit_part", "lpips_unedit_part", "mse_unedit_part", "ssim_unedit_part")} == \

@@ -266,7 +266,7 @@ def test_cli_runs_the_three_editors_on_the_smoke_set(tmp_path):
     import cli
 
     out = tmp_path / "run"
-    args = ["bench", "--editors", "ddim_p2p,nti_p2p,npi_p2p", "--limit", "2", "--metrics", "none", "--no-progress",
+    args = ["bench", "--data", "smoke", "--editors", "ddim_p2p,nti_p2p,npi_p2p", "--limit", "2", "--metrics", "none", "--no-progress",
             "--out", str(out), "--editor-arg", "nti_p2p.inner_steps=5"]
     for name in ("ddim_p2p", "nti_p2p", "npi_p2p"):
         args += ["--editor-arg", f"{name}.num_ddim_steps=3"]

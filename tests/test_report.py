@@ -233,7 +233,7 @@ def test_cli_report_bench_and_compare(run, tmp_path):
     assert res.exit_code == 2 and "no leaderboard.json" in res.output
 
     # a real (non-toy) pixel-metric run of the identity baseline: report by default, no toy banner
-    common = ["bench", "--editors", "identity", "--limit", "2", "--metrics", "psnr_unedit_part",
+    common = ["bench", "--data", "smoke", "--editors", "identity", "--limit", "2", "--metrics", "psnr_unedit_part",
               "--metrics-backbone", "real", "--no-progress"]
     res = runner.invoke(cli, [*common, "--out", str(tmp_path / "b1")])
     assert res.exit_code == 0, res.output

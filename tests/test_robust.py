@@ -89,7 +89,7 @@ def test_injected_faults_are_failed_excluded_and_counted(faults, ds4, metrics, t
 
 
 def _bench(runner, *args):
-    return runner.invoke(cli_module.cli, ["bench", "--metrics", ",".join(METRICS), "--no-progress", "--no-report",
+    return runner.invoke(cli_module.cli, ["bench", "--data", "smoke", "--metrics", ",".join(METRICS), "--no-progress", "--no-report",
                                           *args], catch_exceptions=False)
 
 
@@ -183,7 +183,7 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(faults, ds4, metr
     args = ["--editors", "identity,slow", "--editor-arg", "slow.delay=0.05", "--limit", "6", "--out", str(out)]
     env = {**fault_editors.plugin_env(tmp_path, REPO), "PIE_BENCH_TEST_MARKERS": str(markers),
            "PIE_BENCH_TEST_HANG_AT": "3"}  # killed while editing its 3rd slow sample
-    proc = subprocess.Popen([sys.executable, "cli.py", "bench", "--metrics", ",".join(METRICS), "--no-progress",
+    proc = subprocess.Popen([sys.executable, "cli.py", "bench", "--data", "smoke", "--metrics", ",".join(METRICS), "--no-progress",
                              "--no-report", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
