@@ -52,8 +52,9 @@ def test_shapes_backbone_loads_and_follows_prompts():
     colour = sum(h["colour"] for h in hits)
     background = sum(h["background"] for h in hits)
     # chance is 4 of 24 for colour (6 values) and 6 of 24 for background (4 values); the committed model
-    # is weak (see manifest.json "evaluation") but must stay clearly above chance on both
-    assert colour >= 7 and background >= 10, (colour, background)
+    # renders backgrounds (24 of 24 here, 94.5% in manifest.json "evaluation") but object colour only
+    # somewhat above chance (9 of 24 here)
+    assert colour >= 7 and background >= 20, (colour, background)
     ip2p = load_backbone("shapes", variant="ip2p")
     assert ip2p.unet.config.in_channels == 8
 
