@@ -11,6 +11,10 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("PIE_BENCH_CACHE", str(REPO / ".cache" / "pie_bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite starts CLI subprocesses (torchrun with 2 ranks among them) beside this process: with one
+# OpenMP pool per process sized to all cores, the pools spin against each other and runs here got up
+# to 100x slower. One thread each keeps every process's speed predictable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

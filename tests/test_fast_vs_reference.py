@@ -8,7 +8,6 @@ paths to drop work. Editors whose module does not import are skipped with the re
 from __future__ import annotations
 
 import importlib
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -42,21 +41,7 @@ def backbone_of(ed):
     return getattr(ed, "backbone", None) or ed.bb
 
 
-@contextmanager
-def captured_decode(bb):
-    """Records the latents an editor hands to ``bb.decode`` (the edited latent it returns as an image)."""
-    seen = []
-    original = bb.decode
-
-    def decode(latents):
-        seen.append(latents.detach().float().clone())
-        return original(latents)
-
-    bb.decode = decode
-    try:
-        yield seen
-    finally:
-        del bb.decode  # back to the class method
+from benchmarks.latency import captured_decode  # noqa: E402  (the benchmark's own check, shared)
 
 
 def run_reference(kind: str, name: str, ed, sample, seed: int):
