@@ -162,27 +162,19 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
           editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress, no_report):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
     from editors.registry import resolve_editor_names
-    from pie_bench.runner import BenchOptions, any_failed, run_bench
-    from pie_bench.distributed import is_main_process
-    from pie_bench.tables import print_leaderboard
-
-    from editors.registry import get_editor_class
     from pie_bench import presets
+    from pie_bench.distributed import is_main_process
+    from pie_bench.runner import BenchOptions, any_failed, run_bench
+    from pie_bench.tables import print_leaderboard
 
     if not is_main_process():  # under accelerate/torchrun, rank 0 alone prints
         console.quiet = True
     embedded = data is None
     data = presets.EMBEDDED_DATA if embedded else data
     backbone = presets.default_backbone(data) if backbone == "auto" else backbone
-    metrics_backbone = ("shapes" if data == "shapes" else "toy") if metrics_backbone == "auto" else metrics_backbone
+    metrics_backbone = presets.default_backbone(data) if metrics_backbone == "auto" else metrics_backbone
     ds = load_data(data, categories, ids, limit)
-    names, unavailable = resolve_editor_names(editors_spec)
-    if editors_spec.strip() == "all":  # e.g. iCD has no ShapesEdit model: left out, not failed
-        for n in list(names):
-            why = get_editor_class(n).backbone_unavailable(backbone)
-            if why:
-                names.remove(n)
-                unavailable[n] = why
+    names, unavailable = resolve_editor_names(editors_spec, backbone)
     for n, why in unavailable.items():
         err_console.print(f"[yellow]editor {n} unavailable, skipped: {why}[/yellow]")
     eargs = parse_editor_args(editor_arg, editor_config)

@@ -99,17 +99,20 @@ def get_editor_class(name: str) -> type:
     return get_entry(name).resolve()
 
 
-def resolve_editor_names(spec: str) -> tuple[list[str], dict[str, str]]:
-    """``all`` -> every available editor (unavailable ones returned with their reason);
-    otherwise a comma list, each name checked."""
+def resolve_editor_names(spec: str, backbone: Optional[str] = None) -> tuple[list[str], dict[str, str]]:
+    """``all`` -> every available editor (unavailable ones returned with their reason, including those
+    that declare they cannot run on ``backbone``, e.g. iCD on ShapesEdit); otherwise a comma list, each
+    name checked (an explicitly named editor is run, and fails to load if it must)."""
     table = registry()
     if spec.strip() == "all":
         names, unavailable = [], {}
         for name, entry in table.items():
-            if entry.available:
-                names.append(name)
-            else:
+            if not entry.available:
                 unavailable[name] = entry.error or "unavailable"
+            elif backbone is not None and (why := entry.resolve().backbone_unavailable(backbone)):
+                unavailable[name] = why
+            else:
+                names.append(name)
         return names, unavailable
     names = [n.strip() for n in spec.split(",") if n.strip()]
     for n in names:

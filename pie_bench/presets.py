@@ -23,8 +23,9 @@ EMBEDDED_NOTE = ("embedded default: ShapesEdit on the ShapesEdit models trained 
 
 
 def default_backbone(data: str) -> str:
-    """``--backbone auto``: ShapesEdit data runs on the ShapesEdit models, anything else on the toy
-    backbone (no weights can be assumed; real runs name ``sd14``/``sd15``/a folder)."""
+    """``--backbone auto`` and ``--metrics-backbone auto``: ShapesEdit data runs on the ShapesEdit models,
+    anything else on the toy backbone (no weights can be assumed; real runs name ``sd14``/``sd15``/a
+    folder, and ``--metrics-backbone real``)."""
     return "shapes" if data == "shapes" else "toy"
 
 

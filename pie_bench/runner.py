@@ -389,7 +389,7 @@ def _toy_note(editors: dict, metric_info: dict) -> str:
                      "pipeline, not editing quality")
     if toy_metrics:
         parts.append(f"metrics {', '.join(toy_metrics)} use toy (random) weights: their values check the pipeline only")
-    return "; ".join(parts) or "numbers come from toy (random-weight) models"
+    return "; ".join(parts)
 
 
 def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, metrics: list,
