@@ -11,10 +11,7 @@ from __future__ import annotations
 import torch
 
 from .base import Metric, MetricBatch, empty_edit
-
-
-def _psnr(mse: torch.Tensor) -> torch.Tensor:
-    return 10.0 * torch.log10(1.0 / mse)  # inf for identical images, as torchmetrics
+from .pixel import psnr_from_mse
 
 
 class GroundTruthPSNR(Metric):
@@ -27,7 +24,7 @@ class GroundTruthPSNR(Metric):
 
     def compute(self, batch: MetricBatch) -> torch.Tensor:
         mse = (batch.edited.double() - batch.target.double()).pow(2).flatten(1).mean(1)
-        return _psnr(mse).float()
+        return psnr_from_mse(mse).float()
 
 
 class GroundTruthEditPSNR(Metric):
@@ -42,7 +39,7 @@ class GroundTruthEditPSNR(Metric):
         m = batch.mask.expand_as(batch.edited).double()
         se = (batch.edited.double() - batch.target.double()).pow(2) * m
         mse = se.flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
-        return _psnr(mse).float().masked_fill(empty_edit(batch.mask), float("nan"))
+        return psnr_from_mse(mse).float().masked_fill(empty_edit(batch.mask), float("nan"))
 
 
 class GroundTruthSSIM(Metric):

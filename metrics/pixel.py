@@ -20,6 +20,11 @@ def background_mse(batch: MetricBatch) -> torch.Tensor:
     return torch.linalg.vector_norm(diff, dim=1, dtype=torch.float64).pow(2) / diff.shape[1]
 
 
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR at data range 1; inf for identical images, as torchmetrics."""
+    return 10.0 * torch.log10(1.0 / mse)
+
+
 class BackgroundMSE(Metric):
     uses_weights = False
     name = "mse_unedit_part"
@@ -43,5 +48,4 @@ class BackgroundPSNR(Metric):
 
     def compute(self, batch: MetricBatch) -> torch.Tensor:
         mse = background_mse(batch)
-        psnr = 10.0 * torch.log10(1.0 / mse)  # inf for identical images, as torchmetrics
-        return psnr.float().masked_fill(empty_background(batch.mask), float("nan"))
+        return psnr_from_mse(mse).float().masked_fill(empty_background(batch.mask), float("nan"))

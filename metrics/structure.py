@@ -111,6 +111,16 @@ _HF5_NAMES = {"attention.q_proj": "attention.attention.query", "attention.k_proj
               "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
 
 
+# DINO name <-> transformers (< 5) ViT name; both directions of the conversion read these tables
+_TOP_LEVEL = (("cls_token", "embeddings.cls_token"), ("pos_embed", "embeddings.position_embeddings"),
+              ("patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight"),
+              ("patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias"),
+              ("norm.weight", "layernorm.weight"), ("norm.bias", "layernorm.bias"))
+_PER_LAYER = (("attn.proj", "attention.output.dense"), ("norm1", "layernorm_before"),
+              ("norm2", "layernorm_after"), ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense"))
+_QKV = ("query", "key", "value")  # stacked in this order in DINO's fused attn.qkv
+
+
 def hf_vit_to_dino(sd: dict, num_layers: int) -> dict:
     """Map a transformers ``ViTModel`` state dict (``facebook/dino-vitb8``; transformers < 5 names
     ``encoder.layer.N.attention.attention.key``, transformers >= 5 ``layers.N.attention.k_proj``) to
@@ -126,40 +136,27 @@ def hf_vit_to_dino(sd: dict, num_layers: int) -> dict:
             k = f"encoder.layer.{i}.{rest}"
         norm[k] = v
     sd = norm
-    out = {"cls_token": sd["embeddings.cls_token"], "pos_embed": sd["embeddings.position_embeddings"],
-           "patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
-           "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
-           "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"]}
+    out = {dino: sd[hf] for dino, hf in _TOP_LEVEL}
     for i in range(num_layers):
         p, q = f"encoder.layer.{i}.", f"blocks.{i}."
         for part in ("weight", "bias"):
-            out[q + f"attn.qkv.{part}"] = torch.cat([sd[p + f"attention.attention.{n}.{part}"]
-                                                     for n in ("query", "key", "value")])
-            out[q + f"attn.proj.{part}"] = sd[p + f"attention.output.dense.{part}"]
-            out[q + f"norm1.{part}"] = sd[p + f"layernorm_before.{part}"]
-            out[q + f"norm2.{part}"] = sd[p + f"layernorm_after.{part}"]
-            out[q + f"mlp.fc1.{part}"] = sd[p + f"intermediate.dense.{part}"]
-            out[q + f"mlp.fc2.{part}"] = sd[p + f"output.dense.{part}"]
+            out[q + f"attn.qkv.{part}"] = torch.cat([sd[p + f"attention.attention.{n}.{part}"] for n in _QKV])
+            for dino, hf in _PER_LAYER:
+                out[q + f"{dino}.{part}"] = sd[p + f"{hf}.{part}"]
     return out
 
 
 def dino_to_hf_vit(sd: dict, num_layers: int) -> dict:
     """Inverse of :func:`hf_vit_to_dino` (used to write the toy model as a transformers folder)."""
     d = sd["cls_token"].shape[-1]
-    out = {"embeddings.cls_token": sd["cls_token"], "embeddings.position_embeddings": sd["pos_embed"],
-           "embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
-           "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
-           "layernorm.weight": sd["norm.weight"], "layernorm.bias": sd["norm.bias"]}
+    out = {hf: sd[dino] for dino, hf in _TOP_LEVEL}
     for i in range(num_layers):
         p, q = f"encoder.layer.{i}.", f"blocks.{i}."
         for part in ("weight", "bias"):
-            for j, n in enumerate(("query", "key", "value")):
+            for j, n in enumerate(_QKV):
                 out[p + f"attention.attention.{n}.{part}"] = sd[q + f"attn.qkv.{part}"][j * d:(j + 1) * d].clone()
-            out[p + f"attention.output.dense.{part}"] = sd[q + f"attn.proj.{part}"]
-            out[p + f"layernorm_before.{part}"] = sd[q + f"norm1.{part}"]
-            out[p + f"layernorm_after.{part}"] = sd[q + f"norm2.{part}"]
-            out[p + f"intermediate.dense.{part}"] = sd[q + f"mlp.fc1.{part}"]
-            out[p + f"output.dense.{part}"] = sd[q + f"mlp.fc2.{part}"]
+            for dino, hf in _PER_LAYER:
+                out[p + f"{hf}.{part}"] = sd[q + f"{dino}.{part}"]
     return {k: v.contiguous() for k, v in out.items()}
 
 
