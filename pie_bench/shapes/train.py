@@ -209,40 +209,30 @@ def build_vae(seed: int):
 def stage_vae(args):
     vae = build_vae(args.seed)
 
-    def loss_fn(rng, gen):
-        _, x = scene_batch(rng, BATCH["vae"])
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
-        kl = post.kl().mean() / x[0].numel()
-        return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * kl
+    def vae_loss(stage: str, pooled: tuple[tuple[int, float], ...] = ()):
+        """Reconstruction (MSE + 0.5 L1) + weight x MSE of the (pool x pool)-averaged colours + 1e-4 KL."""
+        def loss_fn(rng, gen):
+            _, x = scene_batch(rng, BATCH[stage])
+            post = vae.encode(x).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+            rec = vae.decode(z).sample
+            kl = post.kl().mean() / x[0].numel()
+            loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+            for pool, weight in pooled:
+                loss = loss + weight * F.mse_loss(F.avg_pool2d(rec, pool), F.avg_pool2d(x, pool))
+            return loss + 1e-4 * kl
 
-    losses = train_loop("vae", args, {"vae": vae}, vae.parameters(), loss_fn)
+        return loss_fn
+
+    losses = train_loop("vae", args, {"vae": vae}, vae.parameters(), vae_loss("vae"))
     # After the first stage the autoencoder kept shapes but shifted hues (red to brown, purple to blue),
     # which would cap colour accuracy; a second stage adds a loss on 4x4-pooled colour.
-    def colour_loss_fn(rng, gen):
-        _, x = scene_batch(rng, BATCH["vae_colour"])
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
-        kl = post.kl().mean() / x[0].numel()
-        return (F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 4 * F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4))
-                + 1e-4 * kl)
-
-    losses += train_loop("vae_colour", args, {"vae": vae}, vae.parameters(), colour_loss_fn)
+    losses += train_loop("vae_colour", args, {"vae": vae}, vae.parameters(), vae_loss("vae_colour", ((4, 4.0),)))
     # Even then decode(encode(x)) showed the prompted colour on only 76% of scenes (analytic reader;
     # 99% for the 32 px originals), mostly on striped/checked objects: a ceiling for the base model.
     # A third stage weights object-scale colour (2x2 and 4x4 pools) more, at a lower learning rate.
-    def refine_loss_fn(rng, gen):
-        _, x = scene_batch(rng, BATCH["vae_refine"])
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
-        kl = post.kl().mean() / x[0].numel()
-        return (F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 4 * F.mse_loss(F.avg_pool2d(rec, 2), F.avg_pool2d(x, 2))
-                + 4 * F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4)) + 1e-4 * kl)
-
-    losses += train_loop("vae_refine", args, {"vae": vae}, vae.parameters(), refine_loss_fn)
+    losses += train_loop("vae_refine", args, {"vae": vae}, vae.parameters(),
+                         vae_loss("vae_refine", ((2, 4.0), (4, 4.0))))
     # SD's convention: latents times scaling_factor have unit variance
     with torch.no_grad():
         _, x = scene_batch(step_rng(args.seed, "vae", 10**6), 128)
