@@ -47,10 +47,23 @@ def fmt_latency(lat: dict) -> tuple[str, str]:
     return f(lat.get("p50")), f(lat.get("p95"))
 
 
-def leaderboard_table(board: dict, category: str | None = None) -> Table:
+def _metric_names(board: dict) -> list[str]:
+    return list(board.get("metric_info", {})) or sorted({m for e in board["editors"].values() for m in e["metrics"]})
+
+
+def _metric_cell(block: dict, name: str, info: dict, with_n: bool) -> str:
+    m = block["metrics"].get(name)
+    if m is None:
+        return ""
+    text = fmt_value(m["mean"], info.get(name, {}).get("scale", 1.0))
+    return f"{text} [dim](n={m['n']})[/dim]" if with_n else text
+
+
+def leaderboard_table(board: dict) -> Table:
+    """Every metric at the paper's scale with its n, counts and latency, one row per editor."""
     info = board.get("metric_info", {})
-    names = list(info) or sorted({m for e in board["editors"].values() for m in e["metrics"]})
-    title = f"{board['dataset'].get('name')} — {'all categories' if category is None else category}"
+    names = _metric_names(board)
+    title = f"{board['dataset'].get('name')} — all categories"
     if board.get("toy"):
         title += "  [bold yellow](TOY MODELS: pipeline check, not editing quality)[/bold yellow]"
     table = Table(title=title, show_lines=False)
@@ -58,30 +71,14 @@ def leaderboard_table(board: dict, category: str | None = None) -> Table:
     table.add_column("ok/fail/skip", justify="right")
     for n in names:
         table.add_column(metric_header(n, info.get(n, {})), justify="right")
-    if category is None:
-        table.add_column("p50", justify="right")
-        table.add_column("p95", justify="right")
+    table.add_column("p50", justify="right")
+    table.add_column("p95", justify="right")
     for name, ed in board["editors"].items():
-        block = ed if category is None else ed.get("per_category", {}).get(category)
-        if block is None:
-            continue
-        cells = []
-        for n in names:
-            m = block["metrics"].get(n)
-            if m is None:
-                cells.append("")
-                continue
-            scale = info.get(n, {}).get("scale", 1.0)
-            cells.append(f"{fmt_value(m['mean'], scale)} [dim](n={m['n']})[/dim]")
-        counts = (f"{ed['n_ok']}/{ed['n_failed']}/{ed['n_skipped']}" if category is None
-                  else f"{block['n_ok']}/{block['n_failed']}/–")
         label = name + (" [yellow](toy)[/yellow]" if ed.get("toy") else "")
         if ed.get("load_error"):
             label += " [red](load error)[/red]"
-        row = [label, counts, *cells]
-        if category is None:
-            row += list(fmt_latency(ed.get("latency", {})))
-        table.add_row(*row)
+        table.add_row(label, f"{ed['n_ok']}/{ed['n_failed']}/{ed['n_skipped']}",
+                      *[_metric_cell(ed, n, info, with_n=True) for n in names], *fmt_latency(ed.get("latency", {})))
     return table
 
 
@@ -112,7 +109,7 @@ CATEGORY_METRICS = ("gt_attribute_accuracy", "psnr_unedit_part", "lpips_unedit_p
 def per_category_table(board: dict) -> Table:
     """One table, a section per edit category and a row per editor: ten separate tables scroll off screen."""
     info = board.get("metric_info", {})
-    names = list(info) or sorted({m for e in board["editors"].values() for m in e["metrics"]})
+    names = _metric_names(board)
     key = [n for n in CATEGORY_METRICS if n in names]
     names = key or names[:6]  # the full per-category numbers are in the JSON and the HTML report
     table = Table(title=f"{board['dataset'].get('name')} — per edit category (key metrics)")
@@ -128,12 +125,9 @@ def per_category_table(board: dict) -> Table:
             block = ed.get("per_category", {}).get(c)
             if block is None:
                 continue
-            cells = []
-            for n in names:
-                m = block["metrics"].get(n)
-                cells.append("" if m is None else fmt_value(m["mean"], info.get(n, {}).get("scale", 1.0)))
             label = f"{c} {block.get('name', '')}" if first else ""
-            table.add_row(label, name, f"{block['n_ok']}/{block['n_failed']}", *cells, end_section=False)
+            table.add_row(label, name, f"{block['n_ok']}/{block['n_failed']}",
+                          *[_metric_cell(block, n, info, with_n=False) for n in names], end_section=False)
             first = False
         if not first:
             table.rows[-1].end_section = True
