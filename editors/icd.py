@@ -53,6 +53,7 @@ from pie_bench.sample import Sample
 
 from .backbone import ICD_TEACHER_UNET, cache_root, load_backbone
 from .base import EditOutput, Editor, EditorConfig
+from .compile import compile_unet
 
 ICD_LORA_REPO = "dbaranchuk/icd-lora-sd15"
 # rank-64 LoRA targets of iCD's training script (training/train_icd_sd15_lora.py)
@@ -99,6 +100,10 @@ class ICDConfig(EditorConfig):
     # merge each adapter into its own UNet copy, as the reference does (two pipeline copies): no LoRA matmuls
     # per call, at the memory of two more UNets; false switches peft adapters on the one shared UNet instead
     fuse_lora: bool = True
+    # "" (eager) or a torch.compile mode for the forward (inversion) UNet, e.g. reduce-overhead (CUDA graphs);
+    # the reverse UNet runs Prompt-to-Prompt's per-sample attention processors and stays eager (editors.compile)
+    torch_compile: str = ""
+    compile_backend: str = "inductor"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +327,10 @@ class ICDEditor(Editor):
         # the toy), so it runs only when the phase changes, and another editor sharing the UNet cannot fool it
         self._probe = next(m for m in bb.unet.modules() if isinstance(m, LoraLayer))
         self.models = {kind: self.fused_copy(name) if cfg.fuse_lora else bb.unet for kind, name in self.adapters.items()}
+        if cfg.torch_compile and not cfg.fuse_lora:
+            raise ConfigError("icd.torch_compile needs icd.fuse_lora=true: switching peft adapters on one UNet "
+                              "between phases would invalidate the compiled graph every call")
+        self.models["forward"] = compile_unet(self.models["forward"], cfg.torch_compile, cfg.compile_backend, self.name)
         self.alphas_cumprod = bb.scheduler.alphas_cumprod.to(device=bb.device, dtype=torch.float32)
         self.calls = self.evals = 0
 

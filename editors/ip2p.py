@@ -40,6 +40,7 @@ from pie_bench.sample import Sample
 
 from .backbone import load_backbone
 from .base import EditOutput, Editor, EditorConfig
+from .compile import compile_unet
 
 
 @dataclass
@@ -47,6 +48,8 @@ class InstructPix2PixConfig(EditorConfig):
     num_inference_steps: int = 50  # PIE-Bench (the original CLI: 100)
     guidance_scale: float = 7.5  # text guidance s_T
     image_guidance_scale: float = 1.5  # image guidance s_I; diffusers disables all guidance below 1
+    torch_compile: str = ""  # "" (eager) or a torch.compile mode, e.g. reduce-overhead (CUDA graphs); editors.compile
+    compile_backend: str = "inductor"
 
 
 def euler_ancestral_scheduler(ddim_config):
@@ -79,6 +82,7 @@ class InstructPix2PixEditor(Editor):
             scheduler=euler_ancestral_scheduler(bb.scheduler.config), safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
         self.pipe.set_progress_bar_config(disable=True)
+        self.unet = compile_unet(bb.unet, self.config.torch_compile, self.config.compile_backend, self.name)
 
     def source_image(self, sample: Sample) -> Image.Image:
         """The source at the backbone's working resolution (512 for SD, 64 for the toy)."""
@@ -96,7 +100,7 @@ class InstructPix2PixEditor(Editor):
         """Final latents (B, 4, h, w), fp32, for several samples sharing one UNet call per step."""
         if len(samples) != len(generators):
             raise ValueError("edit_latents_batch: one generator per sample")
-        cfg, bb, unet = self.config, self.backbone, self.pipe.unet
+        cfg, bb, unet = self.config, self.backbone, self.unet
         B, dev = len(samples), bb.device
         sched = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
         sched.set_timesteps(cfg.num_inference_steps, device=dev)
