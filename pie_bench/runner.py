@@ -306,8 +306,10 @@ def _edit_chunk(ed, chunk: list, metrics: list, folder: RunFolder, device: torch
         for sample, rec in chunk:
             _edit_one(ed, sample, rec, metrics, folder, device, opts, writer, progress, state)
         return
+    # the warm-up cost is spread over the whole call, so a call that holds a warm-up sample is all warm-up
+    warm = state["timed"] < opts.warmup
     for (sample, rec), result, lat in zip(chunk, results, latencies):
-        _finish_result(ed, sample, rec, result, lat, metrics, folder, opts, state)
+        _finish_result(ed, sample, rec, result, lat, metrics, folder, opts, state, warmup=warm)
         _finish(writer, progress, opts, rec, ed.name, sample.id)
 
 
@@ -324,11 +326,11 @@ def _edit_one(ed, sample, rec: SampleRecord, metrics: list, folder: RunFolder, d
 
 
 def _finish_result(ed, sample, rec: SampleRecord, result, latency: float, metrics: list, folder: RunFolder,
-                   opts: BenchOptions, state: dict) -> None:
+                   opts: BenchOptions, state: dict, warmup: Optional[bool] = None) -> None:
     """Validate, score and save one edited image into ``rec`` (raises on a bad image)."""
     try:
         rec.latency_s = latency
-        rec.warmup = state["timed"] < opts.warmup
+        rec.warmup = state["timed"] < opts.warmup if warmup is None else warmup
         state["timed"] += 1
         result = as_edit_output(result, sample.id, ed.name)
         _check_image(result.image, ed.name, sample.id)

@@ -93,3 +93,16 @@ def test_editors_without_edit_batch_are_not_batched(editors, tmp_path):
     run_bench(load_dataset("smoke", limit=3), BenchOptions(editors=["plain_noise"], batch_size=8),
               build_metrics(["mse_unedit_part"]), tmp_path / "p")
     assert CALLS == [("edit", 1)] * 3
+
+
+def test_first_batched_call_is_all_warm_up(editors, tmp_path):
+    """The warm-up cost lands in the first call's time, which every sample of that call shares."""
+    ds = load_dataset("smoke", limit=5)
+    board = run_bench(ds, BenchOptions(editors=["batch_noise"], batch_size=3, warmup=1),
+                      build_metrics(["mse_unedit_part"]), tmp_path / "w")
+    from pie_bench.run_folder import RunFolder
+
+    warm = {r.sample_id: r.warmup for r in RunFolder(tmp_path / "w").records()}
+    assert list(warm.values()) == [True, True, True, False, False]
+    lat = board["editors"]["batch_noise"]["latency"]
+    assert (lat["n"], lat["warmup_excluded"]) == (2, 3)
