@@ -151,8 +151,9 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--run", "run_name", default=None, help="Run name under results/runs/ (default: data-backbone).")
 @click.option("--out", type=click.Path(), default=None, help="Output folder (overrides --run).")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Samples per editor excluded from latency.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Samples per call for editors that batch (ip2p, pix2pix_zero); latency is per sample.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Samples per call for editors that batch (ip2p, pix2pix_zero); latency is per sample. "
+                   "Default: 1, or the embedded run's preset.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed sample.")
 @click.option("--retry-failed", is_flag=True, help="On resume, redo samples recorded as failed.")
 @click.option("--no-progress", is_flag=True)
@@ -181,6 +182,8 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     if embedded:
         eargs = presets.embedded_editor_args(names, eargs)
         console.print(f"[bold]{presets.EMBEDDED_NOTE}[/bold]")
+    if batch_size is None:
+        batch_size = presets.EMBEDDED_BATCH_SIZE if embedded else 1
     if out is None:
         suffix = ""
         if eargs:

@@ -1,5 +1,5 @@
 """`python cli.py bench` with no --data runs the embedded default: ShapesEdit on the ShapesEdit models
-with the 20-step preset, ground-truth metrics added, iCD left out with its reason under --editors all."""
+with the 10-step preset (ip2p/pix2pix_zero batched), ground-truth metrics added, iCD left out with its reason under --editors all."""
 from __future__ import annotations
 
 import json
@@ -35,7 +35,7 @@ def test_embedded_default_is_shapes_on_the_shapes_models(tmp_path):
 
 def test_preset_steps_apply_only_without_data(tmp_path):
     args = presets.embedded_editor_args(["ddim_p2p", "identity"], {"ddim_p2p": {"guidance_scale": "5"}})
-    assert args == {"ddim_p2p": {"num_ddim_steps": "20", "guidance_scale": "5"}}
+    assert args == {"ddim_p2p": {"num_ddim_steps": "10", "guidance_scale": "5"}}
     res = _bench(tmp_path, "--editors", "identity", "--data", "smoke", "--limit", "1", "--metrics", "mse_unedit_part")
     assert res.exit_code == 0, res.output
     assert "embedded default" not in res.output
@@ -56,3 +56,16 @@ def test_all_leaves_out_editors_that_cannot_run_on_the_backbone(tmp_path):
     assert "editor icd unavailable, skipped" in res.output
     board = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
     assert "icd" not in board["editors"] and board["n_failed"] == 0
+
+
+def test_embedded_run_batches_the_batching_editors_unless_told_otherwise(tmp_path):
+    from pie_bench.run_folder import RunFolder
+
+    common = ["--editors", "ip2p", "--limit", "3", "--metrics", "none", "--editor-arg", "ip2p.num_inference_steps=2"]
+    assert _bench(tmp_path, *common).exit_code == 0
+    assert [r.extras.get("batch_size") for r in RunFolder(tmp_path / "run").records()] == [3, 3, 3]
+    assert presets.EMBEDDED_BATCH_SIZE >= 3
+    res = CliRunner().invoke(cli_module.cli, ["bench", "--no-progress", "--no-report", *common, "--batch-size", "1",
+                                              "--out", str(tmp_path / "one")])
+    assert res.exit_code == 0, res.output
+    assert [r.extras.get("batch_size") for r in RunFolder(tmp_path / "one").records()] == [1, 1, 1]

@@ -104,8 +104,8 @@ def test_image_guidance_pulls_output_toward_source(editor, smoke):
     sample = smoke.samples[1]
     with torch.no_grad():
         img_latent = bb.vae.encode(bb.image_to_tensor(sample.image)).latent_dist.mode() * bb.scaling_factor
-    real_unet = editor.pipe.unet
-    editor.pipe.unet = oracle
+    real_unet = editor.unet  # the UNet the sampling loop calls (eager, or its torch.compile wrapper)
+    editor.unet = oracle
     try:
         scales, dists = (1.0, 1.5, 2.0, 3.0), []
         for s_i in scales:
@@ -113,7 +113,7 @@ def test_image_guidance_pulls_output_toward_source(editor, smoke):
             z = editor.edit_latents(sample, torch.Generator().manual_seed(0))
             dists.append((z - img_latent).pow(2).mean().sqrt().item())
     finally:
-        editor.pipe.unet = real_unet
+        editor.unet = real_unet
         editor.config = dataclasses.replace(editor.config, num_inference_steps=3, image_guidance_scale=1.5)
     assert all(a > b for a, b in zip(dists, dists[1:])), dists
     # the mechanism, not just the order: the remaining offset is about (s_T / s_I) * |d|. (Beyond s_I ~ 5 the

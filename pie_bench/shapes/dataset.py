@@ -28,7 +28,7 @@ PIE_COUNTS = {0: 140, 1: 80, 2: 80, 3: 80, 4: 40, 5: 40, 6: 40, 7: 40, 8: 80, 9:
 DEFAULT_N = 30
 DEFAULT_SEED = 0
 DEFAULT_SIZE = 64
-FORMAT_VERSION = 1  # bump when the generator's output changes; part of the cache key
+FORMAT_VERSION = 2  # 2: sketch outlines twice as wide. Bump when the generator's output changes; part of the cache key
 
 
 def type_counts(n: int) -> dict[int, int]:

@@ -30,7 +30,7 @@ STYLES = ("photo", "sketch", "negative")
 
 STRIPE_PERIOD = 0.125  # texture period as a fraction of the frame (8 px at 64)
 SHADE = 0.45  # texture's second colour = object colour x SHADE
-OUTLINE = 0.035  # sketch outline width, fraction of the frame
+OUTLINE = 0.07  # sketch outline width, fraction of the frame (2 px at the 32 px model resolution)
 
 # every word the captions and instructions use: the shapes tokenizer's vocabulary
 FUNCTION_WORDS = ("a", "of", "at", "on", "and", "the", "to", "into", "make", "turn", "add", "remove", "move",

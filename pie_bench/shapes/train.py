@@ -31,14 +31,15 @@ from .scenes import random_scene, render
 
 RESOLUTION = 32  # model pixels; the VAE halves it to a 16x16x4 latent
 GEN_SIZE = 64  # scene rasterisation size (the dataset's generation resolution)
-STAGES = ("vae", "clip", "sd", "ip2p", "vae_colour", "vae_refine")  # index seeds the stage; append only
+STAGES = ("vae", "clip", "sd", "ip2p", "vae_colour", "vae_refine", "vae_decoder")  # index seeds the stage; append only
 # sized for under an hour on one thread of a shared 2-core CPU (one thread: ~0.7 s per UNet step at batch 32;
 # two threads under contention were ten times slower)
-DEFAULT_STEPS = {"vae": 1000, "vae_colour": 600, "vae_refine": 1500, "clip": 120, "sd": 2000, "ip2p": 250}
-BATCH = {"vae": 16, "vae_colour": 16, "vae_refine": 16, "clip": 64, "sd": 48, "ip2p": 32}
-LR = {"vae": 2e-3, "vae_colour": 1e-3, "vae_refine": 5e-4, "clip": 1e-3, "sd": 1e-3, "ip2p": 5e-4}
+DEFAULT_STEPS = {"vae": 1000, "vae_colour": 600, "vae_refine": 1500, "vae_decoder": 600, "clip": 120, "sd": 2000,
+                 "ip2p": 250}
+BATCH = {"vae": 16, "vae_colour": 16, "vae_refine": 16, "vae_decoder": 16, "clip": 64, "sd": 48, "ip2p": 32}
+LR = {"vae": 2e-3, "vae_colour": 1e-3, "vae_refine": 5e-4, "vae_decoder": 5e-4, "clip": 1e-3, "sd": 1e-3,
+      "ip2p": 5e-4}
 CFG_DROPOUT = 0.1
-VAE_FINAL = "vae_refine"  # the autoencoder stage whose weights the diffusion stages use
 
 
 def log(workdir: Path, text: str) -> None:
@@ -67,14 +68,15 @@ def text_config(vocab_size: int) -> dict:
 def unet_config(in_channels: int = 4) -> dict:
     return dict(sample_size=RESOLUTION // 2, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64),
                 layers_per_block=1, cross_attention_dim=64, attention_head_dim=4, norm_num_groups=8,
-                # cross-attention at the 8x8 level and the mid block only: the 16x16 attention costs most
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                # With text reaching the UNet through those two attention levels alone, 1600 steps gave a
-                # model that rendered backgrounds but object colour and shape at chance. The caption,
-                # attention-pooled into the timestep embedding (diffusers' "text" addition embedding),
-                # reaches every ResNet block at both resolutions, for 2% more parameters and no extra time.
+                # With cross-attention at the 8x8 level and the mid block only, 1600 steps gave a model that
+                # rendered backgrounds but object colour and shape at chance. The caption, attention-pooled
+                # into the timestep embedding (diffusers' "text" addition embedding), reaches every ResNet
+                # block for 2% more parameters; with it, 2000 steps rendered backgrounds (94%) but object
+                # colour and shape still near chance: a pooled caption cannot say which object sits where.
+                # Cross-attention at the full 16x16 latent resolution binds words to places.
+                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                 addition_embed_type="text", addition_embed_type_num_heads=4,
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
 
 
 def clip_model_config() -> dict:
@@ -179,7 +181,7 @@ def train_loop(stage: str, args, modules: dict, params, loss_fn) -> list:
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
         step += 1
-        window.append(float(loss))
+        window.append(float(loss.detach()))
         if step % 25 == 0 or step == total:
             mean = float(np.mean(window))
             losses.append([step, mean])
@@ -199,53 +201,74 @@ def train_loop(stage: str, args, modules: dict, params, loss_fn) -> list:
 # stages
 
 
-def build_vae(seed: int):
+def build_vae(seed: int, init_from=None):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(**vae_config())
+    vae = AutoencoderKL(**vae_config())
+    if init_from:
+        init = AutoencoderKL.from_pretrained(Path(init_from) / "sd" / "vae", torch_dtype=torch.float32)
+        vae.load_state_dict(init.state_dict())
+        vae.register_to_config(scaling_factor=init.config.scaling_factor)
+    return vae
+
+
+def vae_loss(vae, stage: str, pooled: tuple[tuple[int, float], ...] = ()):
+    """Reconstruction (MSE + 0.5 L1) + weight x MSE of the (pool x pool)-averaged colours + 1e-4 KL."""
+    def loss_fn(rng, gen):
+        _, x = scene_batch(rng, BATCH[stage])
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        for pool, weight in pooled:
+            loss = loss + weight * F.mse_loss(F.avg_pool2d(rec, pool), F.avg_pool2d(x, pool))
+        return loss + 1e-4 * kl
+
+    return loss_fn
+
+
+OBJECT_SCALE_COLOUR = ((2, 4.0), (4, 4.0))
 
 
 def stage_vae(args):
     vae = build_vae(args.seed)
-
-    def vae_loss(stage: str, pooled: tuple[tuple[int, float], ...] = ()):
-        """Reconstruction (MSE + 0.5 L1) + weight x MSE of the (pool x pool)-averaged colours + 1e-4 KL."""
-        def loss_fn(rng, gen):
-            _, x = scene_batch(rng, BATCH[stage])
-            post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-            rec = vae.decode(z).sample
-            kl = post.kl().mean() / x[0].numel()
-            loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
-            for pool, weight in pooled:
-                loss = loss + weight * F.mse_loss(F.avg_pool2d(rec, pool), F.avg_pool2d(x, pool))
-            return loss + 1e-4 * kl
-
-        return loss_fn
-
-    losses = train_loop("vae", args, {"vae": vae}, vae.parameters(), vae_loss("vae"))
+    losses = train_loop("vae", args, {"vae": vae}, vae.parameters(), vae_loss(vae, "vae"))
     # After the first stage the autoencoder kept shapes but shifted hues (red to brown, purple to blue),
     # which would cap colour accuracy; a second stage adds a loss on 4x4-pooled colour.
-    losses += train_loop("vae_colour", args, {"vae": vae}, vae.parameters(), vae_loss("vae_colour", ((4, 4.0),)))
+    losses += train_loop("vae_colour", args, {"vae": vae}, vae.parameters(), vae_loss(vae, "vae_colour", ((4, 4.0),)))
     # Even then decode(encode(x)) showed the prompted colour on only 76% of scenes (analytic reader;
     # 99% for the 32 px originals), mostly on striped/checked objects: a ceiling for the base model.
     # A third stage weights object-scale colour (2x2 and 4x4 pools) more, at a lower learning rate.
     losses += train_loop("vae_refine", args, {"vae": vae}, vae.parameters(),
-                         vae_loss("vae_refine", ((2, 4.0), (4, 4.0))))
+                         vae_loss(vae, "vae_refine", OBJECT_SCALE_COLOUR))
     # SD's convention: latents times scaling_factor have unit variance
     with torch.no_grad():
         _, x = scene_batch(step_rng(args.seed, "vae", 10**6), 128)
         std = float(vae.encode(x).latent_dist.mean.std())
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
-    return vae, losses
+    return vae, losses, "vae_refine"
+
+
+def stage_vae_decoder(args):
+    """Fine-tune the decoder of an ``--init-from`` autoencoder with the encoder frozen: the latent space,
+    and with it every model trained on it, stays valid while decoding improves (the sketch outline grew
+    from 1 to 2 model pixels after the first models were trained)."""
+    vae = build_vae(args.seed, args.init_from)
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    losses = train_loop("vae_decoder", args, {"vae": vae}, params, vae_loss(vae, "vae_decoder", OBJECT_SCALE_COLOUR))
+    return vae, losses, "vae_decoder"
 
 
 def frozen_vae(args):
-    vae = build_vae(args.seed)
-    ck = torch.load(Path(args.workdir) / f"{VAE_FINAL}.pt", weights_only=True)
-    vae.load_state_dict(ck["modules"]["vae"])
+    """The autoencoder the diffusion stages use: the last VAE stage's checkpoint and its latent scale."""
     meta = json.loads((Path(args.workdir) / "vae_scale.json").read_text())
+    vae = build_vae(args.seed)
+    ck = torch.load(Path(args.workdir) / f"{meta['stage']}.pt", weights_only=True)
+    vae.load_state_dict(ck["modules"]["vae"])
     vae.register_to_config(scaling_factor=meta["scaling_factor"])
     vae.requires_grad_(False).eval()
     return vae
@@ -288,7 +311,29 @@ def build_text_unet(args, in_channels=4):
     text = CLIPTextModel(CLIPTextConfig(**text_config(len(tok))))
     torch.manual_seed(args.seed + 21)
     unet = UNet2DConditionModel(**unet_config(in_channels))
+    if args.init_from:
+        init_from_export(Path(args.init_from) / "sd", text, unet)
     return tok, text, unet
+
+
+def init_from_export(folder: Path, text, unet) -> None:
+    """Continue from an exported text encoder and UNet (fp16, upcast). Attention layers the exported UNet
+    lacks start with a zero output projection, so the grown model computes what the exported one did."""
+    from safetensors.torch import load_file
+
+    text.load_state_dict({k: v.float() for k, v in load_file(folder / "text_encoder" / "model.safetensors").items()})
+    state = {k: v.float() for k, v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items()}
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"{folder}: exported UNet has weights this architecture lacks: {unexpected[:3]}")
+    grown = {k.split(".transformer_blocks.")[0].split(".proj_")[0].split(".norm.")[0] for k in missing}
+    if any(".attentions." not in g for g in grown):
+        raise ValueError(f"{folder}: exported UNet misses non-attention weights: {sorted(grown)[:3]}")
+    with torch.no_grad():
+        for name in grown:
+            proj = unet.get_submodule(name).proj_out
+            proj.weight.zero_()
+            proj.bias.zero_()
 
 
 def noise_scheduler():
@@ -468,6 +513,7 @@ def export(args, vae, text, tok, sd_unet, ip2p_unet, clip_model, losses: dict) -
         "git_sha": git_sha(), "seed": args.seed, "steps": args.steps, "batch": BATCH, "lr": LR,
         "resolution": RESOLUTION, "generation_size": GEN_SIZE, "cfg_dropout": CFG_DROPOUT,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "init_from": getattr(args, "init_lineage", None),
         "final_losses": {k: (v[-1][1] if v else None) for k, v in losses.items()},
         "loss_curves": losses,
         "files": {str(p.relative_to(out)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
@@ -491,6 +537,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ckpt-every", type=int, default=25)
     p.add_argument("--stages", default="vae,sd,ip2p,clip,export")
+    p.add_argument("--init-from", default=None,
+                   help="An exported models folder to continue from (its VAE, text encoder and UNet start the "
+                        "stages; use the vae_decoder stage instead of vae).")
     for s in STAGES:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s])
     args = p.parse_args(argv)
@@ -499,10 +548,16 @@ def main(argv=None) -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")
+    if args.init_from:  # read now: --out may be the same folder and be overwritten by export
+        init = json.loads((Path(args.init_from) / "manifest.json").read_text())
+        args.init_lineage = {"folder": str(args.init_from), "files": init["files"],
+                             **{k: init.get(k) for k in ("command", "git_sha", "steps", "final_losses", "history",
+                                                         "evaluation", "init_from")}}
     losses: dict = {}
-    if "vae" in stages:
-        vae, losses["vae"] = stage_vae(args)
-        (workdir / "vae_scale.json").write_text(json.dumps({"scaling_factor": vae.config.scaling_factor}))
+    if "vae" in stages or "vae_decoder" in stages:
+        vae, losses["vae"], last = stage_vae(args) if "vae" in stages else stage_vae_decoder(args)
+        (workdir / "vae_scale.json").write_text(json.dumps({"scaling_factor": vae.config.scaling_factor,
+                                                            "stage": last}))
     tok = text = sd_unet = ip2p_unet = clip_model = None
     if "sd" in stages:
         tok, text, sd_unet, losses["sd"] = stage_sd(args)

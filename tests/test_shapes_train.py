@@ -1,0 +1,55 @@
+"""Training-script invariants that need no training: continuing from an exported model (``--init-from``)
+starts from exactly the exported model's function, even when the architecture grew attention layers."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from pie_bench.shapes import train
+
+
+def test_grown_unet_starts_as_the_exported_one(tmp_path, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    args = argparse.Namespace(seed=0, workdir=str(tmp_path / "wd"), init_from=None)
+    tok, text, _ = train.build_text_unet(args)
+    # the first ShapesEdit UNet: no cross-attention at the 16x16 level
+    small = dict(train.unet_config(), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    old = UNet2DConditionModel(**small).eval()
+    with torch.no_grad():  # random but non-trivial weights everywhere, incl. the zero-initialised convs
+        for p in old.parameters():
+            p.add_(0.05 * torch.randn(p.shape))
+    folder = tmp_path / "export"
+    train.export_sd_folder(folder / "sd", old, train.build_vae(0), text, tok)
+    old = UNet2DConditionModel.from_pretrained(folder / "sd" / "unet", torch_dtype=torch.float32).eval()
+
+    args.init_from = str(folder)
+    _, text2, grown = train.build_text_unet(args)
+    grown.eval()
+    assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in old.parameters())
+    ids = tok(["a photo of a large red solid circle at left on white"] * 2, padding="max_length",
+              max_length=tok.model_max_length, return_tensors="pt").input_ids
+    x, t = torch.randn(2, 4, 16, 16), torch.tensor([50, 700])
+    with torch.no_grad():
+        ctx = text2(ids)[0]
+        text.half().float()  # what the fp16 export kept
+        assert torch.equal(ctx, text(ids)[0])
+        assert torch.allclose(grown(x, t, encoder_hidden_states=ctx).sample,
+                              old(x, t, encoder_hidden_states=ctx).sample, atol=1e-6)
+
+
+def test_init_from_rejects_a_unet_with_unknown_weights(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    args = argparse.Namespace(seed=0, workdir=str(tmp_path / "wd"), init_from=None)
+    tok, text, _ = train.build_text_unet(args)
+    wider = UNet2DConditionModel(**dict(train.unet_config(), block_out_channels=(32, 64, 64),
+                                        down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3))
+    train.export_sd_folder(tmp_path / "export" / "sd", wider, train.build_vae(0), text, tok)
+    args.init_from = str(tmp_path / "export")
+    with pytest.raises((ValueError, RuntimeError)):
+        train.build_text_unet(args)
