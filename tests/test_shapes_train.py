@@ -10,7 +10,7 @@ import torch
 from pie_bench.shapes import train
 
 
-def test_grown_unet_starts_as_the_exported_one(tmp_path, monkeypatch):
+def test_grown_unet_starts_as_the_exported_one(tmp_path):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -326,11 +327,12 @@ def init_from_export(folder: Path, text, unet) -> None:
     missing, unexpected = unet.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"{folder}: exported UNet has weights this architecture lacks: {unexpected[:3]}")
-    grown = {k.split(".transformer_blocks.")[0].split(".proj_")[0].split(".norm.")[0] for k in missing}
-    if any(".attentions." not in g for g in grown):
-        raise ValueError(f"{folder}: exported UNet misses non-attention weights: {sorted(grown)[:3]}")
+    blocks = [re.match(r"(.*?\.attentions\.\d+)\.", k) for k in missing]  # the attention block each key is in
+    if not all(blocks):
+        raise ValueError(f"{folder}: exported UNet misses non-attention weights: "
+                         f"{[k for k, b in zip(missing, blocks) if not b][:3]}")
     with torch.no_grad():
-        for name in grown:
+        for name in {b.group(1) for b in blocks}:
             proj = unet.get_submodule(name).proj_out
             proj.weight.zero_()
             proj.bias.zero_()
