@@ -122,9 +122,10 @@ def ddim_sample(unet, x_T: torch.Tensor, cond: torch.Tensor, uncond: Optional[Em
 
 @dataclass
 class NullTextResult:
-    embeddings: list[torch.Tensor]  # fp32 (1, T, D), one per sampling step (timesteps order)
-    iterations: list[int] = field(default_factory=list)
-    final_losses: list[float] = field(default_factory=list)
+    embeddings: list[torch.Tensor]  # fp32 (B, T, D), one per sampling step (timesteps order)
+    iterations: list[int] = field(default_factory=list)  # per step: optimiser iterations run (any sample)
+    final_losses: list[float] = field(default_factory=list)  # per step: last loss, mean over the batch
+    sample_iterations: list[list[int]] = field(default_factory=list)  # per step, per sample
 
 
 def null_text_inversion(unet, trajectory: Sequence[torch.Tensor], cond: torch.Tensor, uncond: torch.Tensor,
@@ -132,7 +133,12 @@ def null_text_inversion(unet, trajectory: Sequence[torch.Tensor], cond: torch.Te
                         early_stop_epsilon: float = 1e-5, early_stop_slope: float = 2e-5, lr: float = 1e-2,
                         lr_decay: float = 1e-2, counter: Optional[UNetCounter] = None) -> NullTextResult:
     """Optimise one null-text embedding per sampling step so guided DDIM sampling retraces ``trajectory``
-    (``[z_0 .. z_N]`` from ``ddim_invert``). Each embedding warm-starts the next step's optimisation."""
+    (``[z_0 .. z_N]`` from ``ddim_invert``). Each embedding warm-starts the next step's optimisation.
+
+    A batch (``B`` latents, ``cond`` with ``B`` rows) optimises ``B`` embeddings at once and gives what
+    ``B`` separate calls give: UNet rows do not interact, the loss is the sum of per-sample MSEs (so each
+    embedding gets its own gradient), Adam is elementwise, and a sample that meets its early-stop
+    threshold leaves the UNet batch and keeps its embedding while the others go on."""
     n = sched.num_steps
     if len(trajectory) != n + 1:
         raise ValueError(f"trajectory has {len(trajectory)} latents; expected {n + 1} for {n} steps")
@@ -154,34 +160,48 @@ def _null_text_loop(unet, trajectory, cond, uncond, sched, guidance, inner_steps
     n = sched.num_steps
     result = NullTextResult(embeddings=[])
     with torch.inference_mode(False):
-        phi = uncond.detach().float().clone()
-        cond = cond.detach().clone()
         x = trajectory[-1].detach().float().clone()
+        b = x.shape[0]
+        phi = uncond.detach().float().expand(b, *uncond.shape[1:]).clone()
+        cond = cond.detach().clone()
         for i, t in enumerate(sched.timesteps):
             target = trajectory[n - 1 - i].detach().float()
             with torch.no_grad():
                 eps_c = unet_eps(unet, x, t, cond, counter)
-            done, loss_value = 0, float("nan")
+            done = [0] * b
+            last = torch.full((b,), float("nan"), dtype=torch.float64)
             if inner_steps > 0:
+                active = torch.ones(b, dtype=torch.bool)
                 phi.requires_grad_(True)
                 opt = torch.optim.Adam([phi], lr=lr * (1.0 - lr_decay * i))
                 with torch.enable_grad():
                     for _ in range(inner_steps):
-                        eps_u = unet_eps(unet, x, t, phi, counter)
-                        loss = F.mse_loss(sched.step(x, eps_u + guidance * (eps_c - eps_u), t), target)
+                        rows = active.nonzero().squeeze(1)
+                        xa, ea = (x, eps_c) if len(rows) == b else (x[rows], eps_c[rows])
+                        eps_u = unet_eps(unet, xa, t, phi if len(rows) == b else phi[rows], counter)
+                        step = sched.step(xa, eps_u + guidance * (ea - eps_u), t)
+                        per_sample = (step - target[rows]).pow(2).flatten(1).mean(1)
                         opt.zero_grad(set_to_none=True)
-                        loss.backward()
+                        per_sample.sum().backward()
+                        # rows that stopped get a zero gradient, but Adam's momentum would still move them
+                        kept = phi.detach()[~active].clone()
                         opt.step()
-                        done += 1
+                        with torch.no_grad():
+                            phi[~active] = kept
                         if counter is not None:
-                            counter.backward += x.shape[0]
-                        loss_value = loss.item()
-                        if loss_value < early_stop_epsilon + i * early_stop_slope:
+                            counter.backward += len(rows)
+                        losses = per_sample.detach().double().cpu()
+                        last[rows] = losses
+                        for r in rows.tolist():
+                            done[r] += 1
+                        active[rows[losses < early_stop_epsilon + i * early_stop_slope]] = False
+                        if not active.any():
                             break
                 phi = phi.detach()
             result.embeddings.append(phi.clone())
-            result.iterations.append(done)
-            result.final_losses.append(loss_value)
+            result.iterations.append(max(done))
+            result.sample_iterations.append(done)
+            result.final_losses.append(float(last.mean()))
             with torch.no_grad():
                 eps_u = unet_eps(unet, x, t, phi, counter)
                 x = sched.step(x, eps_u + guidance * (eps_c - eps_u), t)

@@ -47,5 +47,6 @@ class NullTextP2PEditor(InversionP2PEditor):
                                   guidance=cfg.guidance_scale, inner_steps=cfg.inner_steps,
                                   early_stop_epsilon=cfg.early_stop_epsilon, early_stop_slope=cfg.early_stop_slope,
                                   lr=cfg.learning_rate, lr_decay=cfg.lr_decay, counter=counter)
-        extras["nti_iterations"] = int(sum(res.iterations))
+        extras["per_sample"] = [{"nti_iterations": int(sum(step[j] for step in res.sample_iterations))}
+                                for j in range(len(cond_src))]
         return res.embeddings

@@ -17,8 +17,9 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
     "ip2p": {"num_inference_steps": "10"},
     "pix2pix_zero": {"num_inference_steps": "10"},
 }
-# editors that batch (ip2p, pix2pix_zero) edit this many samples per call: on a CPU a tiny UNet at batch 10
-# costs far less than ten calls at batch 1; outputs equal unbatched ones up to float reassociation
+# editors that batch (the P2P editors, ip2p, pix2pix_zero) edit this many samples per call: on a CPU a tiny
+# UNet at batch 10 costs far less than ten calls at batch 1; outputs equal unbatched ones up to float
+# reassociation
 EMBEDDED_BATCH_SIZE = 10
 EMBEDDED_NOTE = ("embedded default: ShapesEdit on the ShapesEdit models trained in this repo, 10 sampling "
                  "steps (PIE-Bench: 50) and null-text inner steps 3 (PIE-Bench: 10) to fit ~3 min on 2 CPU "

@@ -110,9 +110,12 @@ def test_reference_controller_is_load_bearing(smoke):
 
 
 @pytest.mark.parametrize("name,overrides", [("ip2p", {"num_inference_steps": 3}),
-                                            ("pix2pix_zero", {"num_inference_steps": 2})])
+                                            ("pix2pix_zero", {"num_inference_steps": 2}),
+                                            ("ddim_p2p", CASES["ddim_p2p"][0]), ("npi_p2p", CASES["npi_p2p"][0]),
+                                            ("nti_p2p", CASES["nti_p2p"][0])])
 def test_batch_equals_one_by_one(name, overrides, smoke):
-    """``edit_batch`` (``--batch-size``): each sample's edited latent equals its own ``edit``."""
+    """``edit_batch`` (``--batch-size``): each sample's edited latent equals its own ``edit`` (for the P2P
+    editors: per-sample controllers, LocalBlend masks and null-text optimisation in one UNet batch)."""
     ed = load_editor(name, **overrides)
     bb = backbone_of(ed)
     samples = smoke.samples[:3]
@@ -125,6 +128,10 @@ def test_batch_equals_one_by_one(name, overrides, smoke):
     assert len(outs) == len(samples) and batched.shape == one.shape
     assert (one - batched).abs().max().item() <= TOL
     assert (batched[0] - batched[1]).abs().max().item() > 50 * TOL  # samples stay distinct
+    if name == "nti_p2p":  # each sample stopped its optimisation where it did alone
+        singles = [ed.edit(s, torch.Generator().manual_seed(i)).extras["nti_iterations"]
+                   for i, s in enumerate(samples)]
+        assert [o.extras["nti_iterations"] for o in outs] == singles
 
 
 def test_latency_script_checks_times_and_reports(tmp_path):

@@ -111,6 +111,37 @@ def test_null_text_early_stop_and_zero_inner_steps(bb, setup):
     assert all(torch.equal(e, uncond.float()) for e in res0.embeddings) and res0.iterations == [0, 0, 0]
 
 
+def test_batched_null_text_equals_one_sample_at_a_time(bb, smoke):
+    """A batch optimises each sample's embedding as a call of its own would, including samples that meet
+    their early-stop threshold while others go on (they leave the batch; Adam's momentum must not move
+    them afterwards). The threshold is picked where the samples stop after different iteration counts."""
+    sched = DDIMSchedule(bb.scheduler, 3)
+    samples = smoke.samples[:3]
+    z0 = torch.cat([bb.encode_image(s.image).float() for s in samples])
+    cond, uncond = bb.encode_prompt([s.source_prompt for s in samples]), bb.encode_prompt([""])
+    traj = ddim_invert(bb.unet, z0, cond, sched)
+    free = [null_text_inversion(bb.unet, [z[j:j + 1] for z in traj], cond[j:j + 1], uncond, sched, inner_steps=6,
+                                early_stop_epsilon=0.0, early_stop_slope=0.0) for j in range(3)]
+    # a threshold between the samples' first-step losses: some stop early, some run all 6 iterations
+    first = sorted(r.final_losses[0] for r in free)
+    eps = (first[0] + first[1]) / 2
+    singles = [null_text_inversion(bb.unet, [z[j:j + 1] for z in traj], cond[j:j + 1], uncond, sched,
+                                   inner_steps=6, early_stop_epsilon=eps, early_stop_slope=0.0) for j in range(3)]
+    counts = [[r.iterations[i] for r in singles] for i in range(3)]
+    assert any(len(set(c)) > 1 for c in counts), counts  # the case under test happens
+    counter = UNetCounter()
+    batched = null_text_inversion(bb.unet, traj, cond, uncond, sched, inner_steps=6, early_stop_epsilon=eps,
+                                  early_stop_slope=0.0, counter=counter)
+    assert batched.sample_iterations == counts
+    for i in range(3):
+        # Adam divides by the gradient's running RMS, so on elements whose gradient is ~0 (padding tokens)
+        # a batched matmul's reassociation moves the update by up to ~lr; elsewhere they agree to 1e-6
+        want = torch.cat([r.embeddings[i] for r in singles])
+        torch.testing.assert_close(batched.embeddings[i], want, rtol=0, atol=2e-3)
+        assert (batched.embeddings[i] - want).abs().gt(1e-5).float().mean() < 0.01
+    assert counter.backward == sum(map(sum, counts))  # stopped samples left the UNet batch
+
+
 def test_null_text_is_fp32_with_a_bf16_model(smoke):
     from editors.backbone import load_backbone
 

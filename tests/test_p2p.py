@@ -302,7 +302,7 @@ def _naive_attention(attn, x, ctx, edit_probs):
 def test_processor_matches_explicit_probability_attention(bb):
     from diffusers.models.attention_processor import Attention
 
-    from editors.p2p.controller import P2PAttnProcessor
+    from editors.p2p.controller import P2PAttnProcessor, P2PBatch
     from editors.p2p.layers import AttnLayer
 
     tok = bb.tokenizer
@@ -332,9 +332,9 @@ def test_processor_matches_explicit_probability_attention(bb):
         for step, want_cross, want_self in ((0, cross_edit, self_edit), (5, lambda p: p, self_edit),
                                             (7, lambda p: p, lambda p: p)):
             ctrl.begin_step(step)  # steps 0-3 cross-replace (int(0.4 * 11) = 4), 0-5 self-replace
-            got = P2PAttnProcessor(ctrl, AttnLayer("c", "up", True, 2))(cross, x, ctx)
+            got = P2PAttnProcessor(P2PBatch([ctrl]), AttnLayer("c", "up", True, 2))(cross, x, ctx)
             torch.testing.assert_close(got, _naive_attention(cross, x, ctx, want_cross), rtol=1e-4, atol=1e-5)
-            got = P2PAttnProcessor(ctrl, AttnLayer("s", "up", False, 2))(self_, x)
+            got = P2PAttnProcessor(P2PBatch([ctrl]), AttnLayer("s", "up", False, 2))(self_, x)
             torch.testing.assert_close(got, _naive_attention(self_, x, x, want_self), rtol=1e-4, atol=1e-5)
 
 

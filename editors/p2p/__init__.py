@@ -49,8 +49,8 @@ Helpers: ``controller.blend_mask(hw)``, ``controller.last_mask``, ``controller.d
 EditOutput), ``controller.installed`` (layers with a P2P processor), ``align.*`` (token alignment).
 """
 from .align import choose_mode, refinement_mapper, replacement_mapper, word_token_indices
-from .controller import P2PAttnProcessor, P2PController
+from .controller import P2PAttnProcessor, P2PBatch, P2PController
 from .layers import AttnLayer, attention_layers, blend_layers
 
-__all__ = ["P2PController", "P2PAttnProcessor", "AttnLayer", "attention_layers", "blend_layers", "choose_mode",
+__all__ = ["P2PController", "P2PBatch", "P2PAttnProcessor", "AttnLayer", "attention_layers", "blend_layers", "choose_mode",
            "refinement_mapper", "replacement_mapper", "word_token_indices"]

@@ -133,30 +133,16 @@ class P2PController:
     def attach(self, unet) -> Iterator["P2PController"]:
         """Install P2P processors on the layers this controller modifies (every other layer keeps its
         processor, normally diffusers' fused-SDPA ``AttnProcessor2_0``); restore them on exit."""
-        layers = attention_layers(unet)
-        blend = {l.name for l in blend_layers(layers, self.blend_downscale)} if self.uses_local_blend else set()
-        if self.uses_local_blend and not blend:
-            raise ConfigError("LocalBlend needs cross-attention layers in the UNet's down/up blocks; found none")
-        any_cross = bool(self.cross_alphas.any())
-        any_self = self.self_steps[1] > self.self_steps[0]
-        original = unet.attn_processors
-        procs = dict(original)
-        self.installed = []
-        for layer in layers:
-            if layer.is_cross and (any_cross or layer.name in blend):
-                procs[layer.name] = P2PAttnProcessor(self, layer, store=layer.name in blend)
-            elif not layer.is_cross and any_self and layer.downscale >= self.self_min_downscale:
-                procs[layer.name] = P2PAttnProcessor(self, layer)
-            else:
-                continue
-            self.installed.append(layer)
-        self._blend_downscale_used = next((l.downscale for l in layers if l.name in blend), None)
-        self.reset()
-        unet.set_attn_processor(procs)
-        try:
+        with P2PBatch([self]).attach(unet):
             yield self
-        finally:
-            unet.set_attn_processor(original)
+
+    @property
+    def self_active(self) -> bool:
+        return self.self_steps[0] <= self.step < self.self_steps[1]
+
+    @property
+    def cross_active(self) -> bool:
+        return bool(self.cross_alphas[self.step].any())
 
     def _on(self, name: str, device, dtype=torch.float32) -> torch.Tensor:
         key = (name, device, dtype)
@@ -170,32 +156,6 @@ class P2PController:
             raise ValueError(f"source_row {self.source_row} and target_row {self.target_row} are the same row "
                              f"of a batch of {batch}")
         return s, t
-
-    def attend(self, proc: "P2PAttnProcessor", attn, q, k, v, mask) -> torch.Tensor:
-        """q, k, v: (B, heads, tokens, head_dim). Returns the attention output, same layout."""
-        s, t = self._rows(q.shape[0])
-        layer = proc.layer
-        if not layer.is_cross:
-            if self.self_steps[0] <= self.step < self.self_steps[1]:
-                # target probabilities := source probabilities, i.e. softmax(q_s k_s^T) v_t
-                q, k = q.clone(), k.clone()
-                q[t], k[t] = q[s], k[s]
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        edit = bool(self.cross_alphas[self.step].any())
-        if not edit and not proc.store:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        if k.shape[2] != self.max_length:
-            raise ConfigError(f"P2P controller built for {self.max_length} text tokens but layer {layer.name} "
-                              f"attends to {k.shape[2]}; build it with max_length={k.shape[2]}")
-        scores = torch.matmul(q, k.transpose(-1, -2)).float() * attn.scale
-        if mask is not None:
-            scores = scores + mask.float()
-        probs = scores.softmax(dim=-1)
-        if edit:
-            probs[t] = self._edit_cross(probs[s], probs[t])
-        if proc.store:
-            self._store(probs[s], probs[t])
-        return torch.matmul(probs.to(v.dtype), v)
 
     def _edit_cross(self, base: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         dev = base.device
@@ -257,11 +217,106 @@ class P2PController:
         return out
 
 
+class P2PBatch:
+    """Several ``P2PController``s driven through one UNet batch (``--batch-size`` for the P2P editors):
+    each member edits only its own source/target rows (``source_row``/``target_row``, negative indices
+    counted from the end of the batch), so a batch of edits computes what the edits do one at a time.
+    A single controller's ``attach`` is a batch of one."""
+
+    def __init__(self, controllers: Sequence[P2PController]):
+        if not controllers:
+            raise ValueError("P2PBatch needs at least one controller")
+        rows = [r for c in controllers for r in (c.source_row, c.target_row)]
+        if len(set(rows)) != len(rows):
+            raise ValueError(f"P2PBatch: controllers share UNet batch rows {rows}")
+        self.controllers = list(controllers)
+
+    def begin_step(self, index: int) -> None:
+        for c in self.controllers:
+            c.begin_step(index)
+
+    def after_step(self, latents: torch.Tensor) -> torch.Tensor:
+        """LocalBlend of every member; ``latents`` rows ``2j``/``2j+1`` are member ``j``'s source/target."""
+        if latents.shape[0] != 2 * len(self.controllers):
+            raise ValueError(f"{len(self.controllers)} controllers need {2 * len(self.controllers)} latent rows, "
+                             f"got {latents.shape[0]}")
+        return torch.cat([c.after_step(latents[2 * j:2 * j + 2]) for j, c in enumerate(self.controllers)])
+
+    @contextmanager
+    def attach(self, unet) -> Iterator["P2PBatch"]:
+        """Install P2P processors on the layers some member modifies (every other layer keeps its
+        processor, normally diffusers' fused-SDPA ``AttnProcessor2_0``); restore them on exit."""
+        layers = attention_layers(unet)
+        members = self.controllers
+        blending = [c for c in members if c.uses_local_blend]
+        downscales = {c.blend_downscale for c in blending}
+        if len(downscales) > 1:
+            raise ValueError(f"P2PBatch: members blend at different downscales {sorted(downscales, key=str)}")
+        blend = {l.name for l in blend_layers(layers, downscales.pop())} if blending else set()
+        if blending and not blend:
+            raise ConfigError("LocalBlend needs cross-attention layers in the UNet's down/up blocks; found none")
+        any_cross = any(bool(c.cross_alphas.any()) for c in members)
+        self_from = [c.self_min_downscale for c in members if c.self_steps[1] > c.self_steps[0]]
+        original = unet.attn_processors
+        procs = dict(original)
+        installed = []
+        for layer in layers:
+            if layer.is_cross and (any_cross or layer.name in blend):
+                procs[layer.name] = P2PAttnProcessor(self, layer, store=layer.name in blend)
+            elif not layer.is_cross and self_from and layer.downscale >= min(self_from):
+                procs[layer.name] = P2PAttnProcessor(self, layer)
+            else:
+                continue
+            installed.append(layer)
+        used = next((l.downscale for l in layers if l.name in blend), None)
+        for c in members:
+            c.installed = list(installed)
+            c._blend_downscale_used = used
+            c.reset()
+        unet.set_attn_processor(procs)
+        try:
+            yield self
+        finally:
+            unet.set_attn_processor(original)
+
+    def attend(self, proc: "P2PAttnProcessor", attn, q, k, v, mask) -> torch.Tensor:
+        """q, k, v: (B, heads, tokens, head_dim). Returns the attention output, same layout."""
+        batch, layer = q.shape[0], proc.layer
+        if not layer.is_cross:
+            swaps = [c._rows(batch) for c in self.controllers
+                     if c.self_active and layer.downscale >= c.self_min_downscale]
+            if swaps:
+                # target probabilities := source probabilities, i.e. softmax(q_s k_s^T) v_t
+                q, k = q.clone(), k.clone()
+                for s, t in swaps:
+                    q[t], k[t] = q[s], k[s]
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        edits = [c for c in self.controllers if c.cross_active]
+        stores = [c for c in self.controllers if proc.store and c.uses_local_blend]
+        if not edits and not stores:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        for c in edits + stores:
+            if k.shape[2] != c.max_length:
+                raise ConfigError(f"P2P controller built for {c.max_length} text tokens but layer {layer.name} "
+                                  f"attends to {k.shape[2]}; build it with max_length={k.shape[2]}")
+        scores = torch.matmul(q, k.transpose(-1, -2)).float() * attn.scale
+        if mask is not None:
+            scores = scores + mask.float()
+        probs = scores.softmax(dim=-1)
+        for c in edits:
+            s, t = c._rows(batch)
+            probs[t] = c._edit_cross(probs[s], probs[t])
+        for c in stores:
+            s, t = c._rows(batch)
+            c._store(probs[s], probs[t])
+        return torch.matmul(probs.to(v.dtype), v)
+
+
 class P2PAttnProcessor:
     """A diffusers attention processor that routes the attention product through a ``P2PController``.
     Pre/post-processing mirrors ``AttnProcessor2_0`` (group/spatial norm, residual, rescale)."""
 
-    def __init__(self, controller: P2PController, layer: AttnLayer, store: bool = False):
+    def __init__(self, controller: "P2PBatch", layer: AttnLayer, store: bool = False):
         self.controller, self.layer, self.store = controller, layer, store
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from editors.inversion import (INVERSION_CACHE, DDIMSchedule, Embeddings, UNetCo
 from pie_bench.errors import ConfigError
 from pie_bench.sample import Sample
 
-from .controller import MODES, P2PController
+from .controller import MODES, P2PBatch, P2PController
 
 
 @dataclass
@@ -42,38 +42,52 @@ class P2PEditConfig(EditorConfig):
     share_inversion: bool = True  # reuse the DDIM trajectory another P2P editor computed for this sample
 
 
-@torch.no_grad()
-def p2p_sample(unet, controller: P2PController, x_T: torch.Tensor, cond: torch.Tensor, uncond: Optional[Embeddings],
-               sched: DDIMSchedule, guidance: float, counter: Optional[UNetCounter] = None,
-               source_uncond_is_cond: bool = False) -> torch.Tensor:
-    """Edit pass: both branches start from ``x_T``; returns the final latents ``[source, target]`` (fp32).
+def _rows_of(u: torch.Tensor, b: int) -> torch.Tensor:
+    """One null embedding per sample: a single (1, T, D) embedding is shared by all ``b``."""
+    return u.expand(b, *u.shape[1:]) if u.shape[0] == 1 else u
 
-    ``cond``: (2, T, D) = [source, target] prompt embeddings. ``uncond``: one (1, T, D) embedding or one
-    per step. The UNet batch is ``[∅src, ∅tgt, c_src, c_tgt]``; with ``source_uncond_is_cond`` (negative-
-    prompt inversion: ∅ = c_src, so the source branch is unguided) the identical ∅src row is dropped,
-    ``[∅tgt, c_src, c_tgt]``; at guidance 1 only ``[c_src, c_tgt]`` runs. The controller's rows are -2/-1
-    in every layout."""
-    if controller.source_row != -2 or controller.target_row != -1:
-        raise ValueError("p2p_sample lays the batch out with the source/target conditional rows last (-2, -1)")
-    latents = x_T.float().expand(2, *x_T.shape[1:]).clone()
-    with controller.attach(unet):
+
+@torch.no_grad()
+def p2p_sample(unet, controller: Union[P2PController, P2PBatch], x_T: torch.Tensor, cond: torch.Tensor,
+               uncond: Optional[Embeddings], sched: DDIMSchedule, guidance: float,
+               counter: Optional[UNetCounter] = None, source_uncond_is_cond: bool = False) -> torch.Tensor:
+    """Edit pass for ``B`` samples: each sample's two branches start from its ``x_T`` row; returns the
+    final latents ``[source_1, target_1, source_2, ...]`` (fp32, 2B rows).
+
+    ``cond``: (2B, T, D) = [source_1, target_1, ...] prompt embeddings. ``uncond``: a (1 or B, T, D)
+    embedding or one per step. The UNet batch is ``[∅ rows, c_src_1, c_tgt_1, ..., c_src_B, c_tgt_B]``
+    with ∅ rows ``[∅_1, ∅_1, ..., ∅_B, ∅_B]``; with ``source_uncond_is_cond`` (negative-prompt inversion:
+    ∅ = c_src, so the source branch is unguided) the identical source ∅ rows are dropped,
+    ``[∅_1, ..., ∅_B, c rows]``; at guidance 1 only the c rows run. Sample ``j``'s controller rows are
+    ``2j - 2B`` / ``2j - 2B + 1`` (counted from the end) in every layout: -2/-1 for one sample."""
+    batch = controller if isinstance(controller, P2PBatch) else P2PBatch([controller])
+    b = x_T.shape[0]
+    if len(batch.controllers) != b or cond.shape[0] != 2 * b:
+        raise ValueError(f"p2p_sample: {b} starting latents need {b} controllers and {2 * b} prompt rows, got "
+                         f"{len(batch.controllers)} and {cond.shape[0]}")
+    for j, c in enumerate(batch.controllers):
+        if (c.source_row, c.target_row) != (2 * j - 2 * b, 2 * j - 2 * b + 1):
+            raise ValueError(f"p2p_sample: controller {j} of {b} must use rows ({2 * j - 2 * b}, "
+                             f"{2 * j - 2 * b + 1}), got ({c.source_row}, {c.target_row})")
+    latents = x_T.float().repeat_interleave(2, 0)
+    with batch.attach(unet):
         for i, t in enumerate(sched.timesteps):
-            controller.begin_step(i)
+            batch.begin_step(i)
             if guidance == 1 or uncond is None:
                 eps = unet_eps(unet, latents, t, cond, counter)
             else:
-                u = uncond if isinstance(uncond, torch.Tensor) else uncond[i]
+                u = _rows_of(uncond if isinstance(uncond, torch.Tensor) else uncond[i], b)
                 if source_uncond_is_cond:
-                    out = unet_eps(unet, torch.cat([latents[1:], latents]), t, torch.cat([u, cond]), counter)
-                    eps_u_tgt, eps_c = out[:1], out[1:]
-                    eps = torch.cat([eps_c[:1], eps_u_tgt + guidance * (eps_c[1:] - eps_u_tgt)])
+                    out = unet_eps(unet, torch.cat([latents[1::2], latents]), t, torch.cat([u, cond]), counter)
+                    eps_u_tgt, eps = out[:b], out[b:].clone()
+                    eps[1::2] = eps_u_tgt + guidance * (eps[1::2] - eps_u_tgt)
                 else:
                     out = unet_eps(unet, torch.cat([latents, latents]), t,
-                                   torch.cat([u.expand(2, *u.shape[1:]), cond]), counter)
+                                   torch.cat([u.repeat_interleave(2, 0), cond]), counter)
                     eps_u, eps_c = out.chunk(2)
                     eps = eps_u + guidance * (eps_c - eps_u)
             latents = sched.step(latents, eps, t)
-            latents = controller.after_step(latents)
+            latents = batch.after_step(latents)
     return latents
 
 
@@ -100,7 +114,7 @@ class InversionP2PEditor(Editor):
         raise NotImplementedError
 
     # -- shared parts ----------------------------------------------------------------------------
-    def controller_for(self, sample: Sample) -> P2PController:
+    def controller_for(self, sample: Sample, source_row: int = -2, target_row: int = -1) -> P2PController:
         cfg = self.config
         blend = eq = None
         if sample.blended_words:
@@ -111,42 +125,65 @@ class InversionP2PEditor(Editor):
             self.bb.tokenizer, sample.source_prompt, sample.target_prompt, num_steps=cfg.num_ddim_steps,
             mode=cfg.controller, cross_replace_steps=cfg.cross_replace_steps,
             self_replace_steps=cfg.self_replace_steps, blend_words=blend, equalizer=eq,
-            blend_start=cfg.blend_start, blend_threshold=cfg.blend_threshold, max_length=self.bb.max_length)
+            blend_start=cfg.blend_start, blend_threshold=cfg.blend_threshold, max_length=self.bb.max_length,
+            source_row=source_row, target_row=target_row)
 
-    def invert(self, sample: Sample, cond_src: torch.Tensor, sched: DDIMSchedule, counter: UNetCounter,
+    def invert(self, samples: list[Sample], cond_src: torch.Tensor, sched: DDIMSchedule, counter: UNetCounter,
                extras: dict) -> list[torch.Tensor]:
-        """DDIM trajectory of the sample (shared between the P2P editors of this process)."""
+        """DDIM trajectories of the samples, batched (shared between the P2P editors of this process:
+        samples another editor inverted come from the cache, the rest are inverted together)."""
         bb = self.bb
-        key = INVERSION_CACHE.key(bb.model_id, bb.dtype, bb.device, sched.num_steps, sample.id,
-                                  sample.source_prompt, sample.image)
-        traj = INVERSION_CACHE.get(key, bb.device) if self.config.share_inversion else None
-        extras["inversion_cached"] = traj is not None
-        if traj is None:
-            z0 = bb.encode_image(sample.image).float()
-            traj = ddim_invert(bb.unet, z0, cond_src, sched, counter)
-            if self.config.share_inversion:
-                INVERSION_CACHE.put(key, traj)
-        return traj
+        keys = [INVERSION_CACHE.key(bb.model_id, bb.dtype, bb.device, sched.num_steps, s.id, s.source_prompt,
+                                    s.image) for s in samples]
+        trajs = [INVERSION_CACHE.get(k, bb.device) if self.config.share_inversion else None for k in keys]
+        extras["inversion_cached"] = sum(t is not None for t in trajs)
+        todo = [j for j, t in enumerate(trajs) if t is None]
+        if todo:
+            z0 = torch.cat([bb.encode_image(samples[j].image).float() for j in todo])
+            fresh = ddim_invert(bb.unet, z0, cond_src[todo], sched, counter)
+            for r, j in enumerate(todo):
+                trajs[j] = [z[r:r + 1] for z in fresh]
+                if self.config.share_inversion:
+                    INVERSION_CACHE.put(keys[j], trajs[j])
+        return [torch.cat(zs) for zs in zip(*trajs)]
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        return self.edit_batch([sample], [generator])[0]
+
+    def edit_batch(self, samples: list[Sample], generators: list[torch.Generator]) -> list[EditOutput]:
+        """Invert and edit several samples through one UNet batch (``--batch-size``); each output equals
+        its own ``edit`` up to floating-point reassociation. Per-sample extras report the batch's UNet
+        work divided by the batch size."""
         cfg, bb = self.config, self.bb
+        b = len(samples)
         counter, extras = UNetCounter(), {}
         sched = DDIMSchedule(bb.scheduler, cfg.num_ddim_steps)
-        controller = self.controller_for(sample)  # before any UNet work: bad prompts fail fast
-        texts = bb.encode_prompt([sample.source_prompt, sample.target_prompt, ""])
-        cond, uncond = texts[:2], texts[2:]
+        # before any UNet work: bad prompts fail fast
+        controllers = [self.controller_for(s, 2 * j - 2 * b, 2 * j - 2 * b + 1) for j, s in enumerate(samples)]
+        texts = bb.encode_prompt([p for s in samples for p in (s.source_prompt, s.target_prompt)] + [""])
+        cond, uncond = texts[:2 * b], texts[2 * b:]
         t0 = time.perf_counter()
-        traj = self.invert(sample, cond[:1], sched, counter, extras)
-        nulls = self.null_embeddings(trajectory=traj, cond_src=cond[:1], uncond=uncond, sched=sched,
+        traj = self.invert(samples, cond[0::2], sched, counter, extras)
+        nulls = self.null_embeddings(trajectory=traj, cond_src=cond[0::2], uncond=uncond, sched=sched,
                                      counter=counter, extras=extras)
         if bb.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
             torch.cuda.synchronize(bb.device)
-        extras["inversion_s"] = time.perf_counter() - t0
-        latents = p2p_sample(bb.unet, controller, traj[-1], cond, nulls, sched, cfg.guidance_scale, counter,
-                             source_uncond_is_cond=self.source_uncond_is_cond)
-        image = bb.decode(latents[1:2])[0]
-        extras.update(counter.as_extras())
-        extras.update(controller.describe())
-        if controller.last_mask is not None:
-            extras["blend_mask_fraction"] = float(controller.last_mask.float().mean())
-        return EditOutput(image=np.ascontiguousarray(image), extras=extras)
+        extras["inversion_s"] = (time.perf_counter() - t0) / b
+        latents = p2p_sample(bb.unet, P2PBatch(controllers), traj[-1], cond, nulls, sched, cfg.guidance_scale,
+                             counter, source_uncond_is_cond=self.source_uncond_is_cond)
+        images = bb.decode(latents[1::2])
+        shared = {"unet_calls": counter.calls, "unet_evals": counter.evals / b, "unet_backward": counter.backward / b,
+                  "inversion_s": extras.pop("inversion_s"), "inversion_cached": extras.pop("inversion_cached") / b}
+        if b == 1:
+            shared = {k: (int(v) if k.startswith("unet_") else v) for k, v in shared.items()}
+            shared["inversion_cached"] = bool(shared["inversion_cached"])
+        else:
+            shared["batch_size"] = b
+        per_sample = extras.pop("per_sample", [{}] * b)
+        outs = []
+        for j, (image, c) in enumerate(zip(images, controllers)):
+            ex = {**shared, **extras, **per_sample[j], **c.describe()}
+            if c.last_mask is not None:
+                ex["blend_mask_fraction"] = float(c.last_mask.float().mean())
+            outs.append(EditOutput(image=np.ascontiguousarray(image), extras=ex))
+        return outs
