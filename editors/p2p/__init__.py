@@ -35,6 +35,12 @@ Drive it from any sampling loop, with any batch layout (e.g. ``[∅src, ∅tgt, 
             latents = scheduler_step(...)       # latents: (2, C, h, w) = [source, target]
             latents = ctrl.after_step(latents)  # LocalBlend (rows 0/1 by default: source_row=, target_row=)
 
+Several edits in one UNet batch (``--batch-size``): give controller ``j`` of ``B`` the rows
+``source_row=2*j - 2*B, target_row=2*j - 2*B + 1`` and drive them together; each edits only its rows::
+
+    batch = P2PBatch(controllers)               # attach / begin_step / after_step as above
+    latents = batch.after_step(latents)         # latents: (2B, C, h, w) = [src_1, tgt_1, src_2, ...]
+
 Semantics (``google/prompt-to-prompt`` and PIE-Bench's vendored copy): only the target conditional row
 is modified. Cross-attention: for steps ``i < int(cross * (num_steps + 1))`` the target's probabilities
 become ``mapped(source) * equalizer`` (Refine keeps the target's own probabilities for tokens with no
