@@ -152,8 +152,8 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--out", type=click.Path(), default=None, help="Output folder (overrides --run).")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Samples per editor excluded from latency.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Samples per call for editors that batch (ip2p, pix2pix_zero); latency is per sample. "
-                   "Default: 1, or the embedded run's preset.")
+              help="Samples per call for editors that batch (the P2P editors, ip2p, pix2pix_zero); latency is "
+                   "per sample. Default: 1, or the embedded run's preset.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed sample.")
 @click.option("--retry-failed", is_flag=True, help="On resume, redo samples recorded as failed.")
 @click.option("--no-progress", is_flag=True)

@@ -123,9 +123,13 @@ def ddim_sample(unet, x_T: torch.Tensor, cond: torch.Tensor, uncond: Optional[Em
 @dataclass
 class NullTextResult:
     embeddings: list[torch.Tensor]  # fp32 (B, T, D), one per sampling step (timesteps order)
-    iterations: list[int] = field(default_factory=list)  # per step: optimiser iterations run (any sample)
     final_losses: list[float] = field(default_factory=list)  # per step: last loss, mean over the batch
     sample_iterations: list[list[int]] = field(default_factory=list)  # per step, per sample
+
+    @property
+    def iterations(self) -> list[int]:
+        """Per step: the optimiser iterations run (by the sample that ran longest)."""
+        return [max(step) for step in self.sample_iterations]
 
 
 def null_text_inversion(unet, trajectory: Sequence[torch.Tensor], cond: torch.Tensor, uncond: torch.Tensor,
@@ -199,7 +203,6 @@ def _null_text_loop(unet, trajectory, cond, uncond, sched, guidance, inner_steps
                             break
                 phi = phi.detach()
             result.embeddings.append(phi.clone())
-            result.iterations.append(max(done))
             result.sample_iterations.append(done)
             result.final_losses.append(float(last.mean()))
             with torch.no_grad():

@@ -1,5 +1,5 @@
 """`python cli.py bench` with no --data runs the embedded default: ShapesEdit on the ShapesEdit models
-with the 10-step preset (ip2p/pix2pix_zero batched), ground-truth metrics added, iCD left out with its reason under --editors all."""
+with the 10-step preset (batching editors 10 per call), ground-truth metrics added, iCD left out with its reason under --editors all."""
 from __future__ import annotations
 
 import json

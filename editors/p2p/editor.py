@@ -168,12 +168,12 @@ class InversionP2PEditor(Editor):
                                      counter=counter, extras=extras)
         if bb.device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
             torch.cuda.synchronize(bb.device)
-        extras["inversion_s"] = (time.perf_counter() - t0) / b
+        inversion_s = (time.perf_counter() - t0) / b
         latents = p2p_sample(bb.unet, P2PBatch(controllers), traj[-1], cond, nulls, sched, cfg.guidance_scale,
                              counter, source_uncond_is_cond=self.source_uncond_is_cond)
         images = bb.decode(latents[1::2])
         shared = {"unet_calls": counter.calls, "unet_evals": counter.evals / b, "unet_backward": counter.backward / b,
-                  "inversion_s": extras.pop("inversion_s"), "inversion_cached": extras.pop("inversion_cached") / b}
+                  "inversion_s": inversion_s, "inversion_cached": extras.pop("inversion_cached") / b}
         if b == 1:
             shared = {k: (int(v) if k.startswith("unet_") else v) for k, v in shared.items()}
             shared["inversion_cached"] = bool(shared["inversion_cached"])

@@ -34,7 +34,7 @@ RESOLUTION = 32  # model pixels; the VAE halves it to a 16x16x4 latent
 GEN_SIZE = 64  # scene rasterisation size (the dataset's generation resolution)
 STAGES = ("vae", "clip", "sd", "ip2p", "vae_colour", "vae_refine", "vae_decoder")  # index seeds the stage; append only
 # The committed models: one run of `--stages vae,sd,ip2p,clip,export --threads 2` with these defaults
-# (about 1 h 45 min on a 2-core CPU; see the manifest's history). vae_decoder is for --init-from runs.
+# (114 min on a 2-core CPU; see the manifest's history). vae_decoder is for --init-from runs.
 DEFAULT_STEPS = {"vae": 1000, "vae_colour": 600, "vae_refine": 1500, "vae_decoder": 600, "clip": 120, "sd": 4500,
                  "ip2p": 800}
 BATCH = {"vae": 16, "vae_colour": 16, "vae_refine": 16, "vae_decoder": 16, "clip": 64, "sd": 48, "ip2p": 32}
