@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from pie_bench.errors import ConfigError, HarnessError
+from pie_bench.core.errors import ConfigError, HarnessError
 
 console = Console(stderr=False)
 if not console.is_terminal:  # logs and CI: rich would wrap the leaderboard at 80 columns
@@ -113,8 +113,8 @@ def data_options(fn=None, *, default="smoke", help_extra=""):
 
 
 def load_data(data, categories, ids, limit):
-    import pie_bench.shapes  # noqa: F401  (registers --data shapes)
-    from pie_bench.data import load_dataset, parse_categories
+    import pie_bench.datasets.shapes  # noqa: F401  (registers --data shapes)
+    from pie_bench.datasets.pie import load_dataset, parse_categories
 
     return load_dataset(data, categories=parse_categories(categories),
                         ids=[i.strip() for i in ids.split(",")] if ids else None, limit=limit)
@@ -163,10 +163,10 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
           editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress, no_report):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
     from editors.registry import resolve_editor_names
-    from pie_bench import presets
-    from pie_bench.distributed import is_main_process
-    from pie_bench.runner import BenchOptions, any_failed, run_bench
-    from pie_bench.tables import print_leaderboard
+    from pie_bench.run import presets
+    from pie_bench.run.distributed import is_main_process
+    from pie_bench.run.runner import BenchOptions, any_failed, run_bench
+    from pie_bench.report.tables import print_leaderboard
 
     if not is_main_process():  # under accelerate/torchrun, rank 0 alone prints
         console.quiet = True
@@ -201,7 +201,7 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     print_leaderboard(board, console)
     console.print(f"leaderboard: {Path(out) / 'leaderboard.json'}")
     if not no_report and is_main_process():  # one report, from the merged leaderboard
-        from pie_bench.report import write_report
+        from pie_bench.report.html import write_report
 
         try:
             console.print(f"report: {write_report(Path(out))}")
@@ -218,8 +218,8 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
 @handle_errors
 def show(leaderboard, no_categories):
     """Render a leaderboard JSON as tables."""
-    from pie_bench.results import load_leaderboard
-    from pie_bench.tables import print_leaderboard
+    from pie_bench.run.results import load_leaderboard
+    from pie_bench.report.tables import print_leaderboard
 
     path = Path(leaderboard)
     if path.is_dir():
@@ -236,9 +236,9 @@ def show(leaderboard, no_categories):
 @handle_errors
 def compare(a, b, fail_on_regression, z, html_out):
     """Compare two leaderboards (A = baseline, B = new)."""
-    from pie_bench.compare import compare_leaderboards
-    from pie_bench.results import load_leaderboard
-    from pie_bench.tables import comparison_table
+    from pie_bench.report.compare import compare_leaderboards
+    from pie_bench.run.results import load_leaderboard
+    from pie_bench.report.tables import comparison_table
 
     la, lb = load_leaderboard(Path(a)), load_leaderboard(Path(b))
     result = compare_leaderboards(la, lb, z=z)
@@ -247,7 +247,7 @@ def compare(a, b, fail_on_regression, z, html_out):
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"{result['n_flagged']} flagged change(s), {result['n_regressions']} regression(s)")
     if html_out:
-        from pie_bench.report import write_compare_report
+        from pie_bench.report.html import write_compare_report
 
         console.print(f"report: {write_compare_report(Path(a), Path(b), Path(html_out), z=z)}")
     if fail_on_regression and result["n_regressions"]:
@@ -260,7 +260,7 @@ def compare(a, b, fail_on_regression, z, html_out):
 @handle_errors
 def report(run_dir, out):
     """Write a run's static HTML report: tables, plots and an image gallery (opens from file://)."""
-    from pie_bench.report import write_report
+    from pie_bench.report.html import write_report
 
     console.print(f"report: {write_report(Path(run_dir), Path(out) if out else None)}")
 
@@ -298,8 +298,8 @@ def score(edited_dir, data, categories, ids, limit, method, metric_names, metric
     """Score edited images made elsewhere (PnPInversion layout: EDITED_DIR/annotation_images/<image_path>,
     or EDITED_DIR/<id>.png). Non-square outputs are cropped to their bottom-right 512x512, as the official
     evaluator does."""
-    from pie_bench.score import score_folder
-    from pie_bench.tables import print_leaderboard
+    from pie_bench.run.score import score_folder
+    from pie_bench.report.tables import print_leaderboard
 
     ds = load_data(data, categories, ids, limit)
     metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets)
@@ -319,7 +319,7 @@ def score(edited_dir, data, categories, ids, limit, method, metric_names, metric
 @handle_errors
 def make_shapes(n, seed, size, out):
     """Generate ShapesEdit: PIE-format samples with exact ground-truth edits and masks."""
-    from pie_bench.shapes import write_pie
+    from pie_bench.datasets.shapes import write_pie
 
     folder = write_pie(Path(out), n=n, seed=seed, size=size)
     console.print(f"ShapesEdit: {n} samples -> {folder} (use --data {folder})")

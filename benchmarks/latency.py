@@ -283,9 +283,9 @@ def harness_overhead(device, n_images: int = 3) -> dict:
     import numpy as np
 
     from metrics.registry import PROTOCOL_METRICS, available_metrics, build_metrics
-    from pie_bench.data import load_dataset
-    from pie_bench.results import JsonlWriter, SampleRecord
-    from pie_bench.runner import save_png, score_sample
+    from pie_bench.datasets.pie import load_dataset
+    from pie_bench.run.results import JsonlWriter, SampleRecord
+    from pie_bench.run.runner import save_png, score_sample
 
     out = {}
     t, ds = timed(torch.device("cpu"), lambda: load_dataset("smoke"))  # fresh samples: images not decoded yet
@@ -471,7 +471,7 @@ def main(argv=None) -> int:
         register_sd_random(variants, device, [dtype, torch.float32])
         if "icd" in names and not args.icd_lora_source:
             args.icd_lora_source = sd_random_icd_loras(device)
-    from pie_bench.data import load_dataset
+    from pie_bench.datasets.pie import load_dataset
 
     ds = load_dataset("smoke")
     samples = [s for s in ds.samples if s.instruction and s.blended_words][: args.samples] or ds.samples[: args.samples]

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
+from pie_bench.core.paths import cache_root, shapes_models_dir
 
 SD14 = "CompVis/stable-diffusion-v1-4"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -45,10 +46,6 @@ DDIM_KWARGS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_lin
 
 TOY_SEED = 0
 TOY_RESOLUTION = 64  # pixels; latent 16x16 with the toy VAE's factor 4
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PIE_BENCH_CACHE", Path.home() / ".cache" / "pie_bench"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,9 +224,7 @@ def resolve_model_path(spec: str, variant: str = "sd") -> tuple[str, bool]:
     if spec == "toy":
         return str(build_toy_folder(variant)), True
     if spec == "shapes":
-        from pie_bench.shapes import models_dir  # ShapesEdit's trained models
-
-        return str(models_dir(variant)), False
+        return str(shapes_models_dir(variant)), False  # ShapesEdit's trained models, bundled as data
     return ALIASES.get(variant, {}).get(spec, spec), False
 
 

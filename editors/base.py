@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
-from pie_bench.errors import ConfigError
-from pie_bench.sample import Sample
+from pie_bench.core.errors import ConfigError
+from pie_bench.core.sample import Sample
 
 
 @dataclass

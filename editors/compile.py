@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

@@ -48,12 +48,12 @@ from typing import Optional, Sequence
 
 import torch
 
-from pie_bench.errors import ConfigError
-from pie_bench.sample import Sample
+from pie_bench.core.errors import ConfigError
+from pie_bench.core.sample import Sample
 
-from .backbone import ICD_TEACHER_UNET, cache_root, load_backbone
-from .base import EditOutput, Editor, EditorConfig
-from .compile import compile_unet
+from editors.backbone import ICD_TEACHER_UNET, cache_root, load_backbone
+from editors.base import EditOutput, Editor, EditorConfig
+from editors.compile import compile_unet
 
 ICD_LORA_REPO = "dbaranchuk/icd-lora-sd15"
 # rank-64 LoRA targets of iCD's training script (training/train_icd_sd15_lora.py)
@@ -395,7 +395,7 @@ class ICDEditor(Editor):
         return latents
 
     def controller_for(self, sample: Sample):
-        from .p2p import P2PController
+        from editors.p2p import P2PController
 
         cfg = self.config
         src, tgt = sample.source_prompt, sample.target_prompt

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from pie_bench.sample import Sample
+from pie_bench.core.sample import Sample
 
-from .base import EditOutput, Editor, EditorConfig
+from editors.base import EditOutput, Editor, EditorConfig
 
 
 @dataclass

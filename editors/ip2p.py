@@ -36,11 +36,11 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from pie_bench.sample import Sample
+from pie_bench.core.sample import Sample
 
-from .backbone import load_backbone
-from .base import EditOutput, Editor, EditorConfig
-from .compile import compile_unet
+from editors.backbone import load_backbone
+from editors.base import EditOutput, Editor, EditorConfig
+from editors.compile import compile_unet
 
 
 @dataclass
@@ -73,7 +73,7 @@ class InstructPix2PixEditor(Editor):
         super().load(backbone, device, dtype)
         self.backbone = bb = load_backbone(backbone, device, dtype, variant="ip2p")
         if bb.unet.config.in_channels != 2 * bb.vae.config.latent_channels:
-            from pie_bench.errors import ConfigError
+            from pie_bench.core.errors import ConfigError
 
             raise ConfigError(f"ip2p: backbone {backbone!r} has a UNet with {bb.unet.config.in_channels} input "
                               "channels; InstructPix2Pix needs the 8-channel UNet of timbrooks/instruct-pix2pix")

@@ -19,7 +19,7 @@ import torch
 
 from editors.inversion import null_text_inversion
 from editors.p2p.editor import InversionP2PEditor, P2PEditConfig
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 
 @dataclass

@@ -59,11 +59,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pie_bench.errors import ConfigError
-from pie_bench.sample import Sample
+from pie_bench.core.errors import ConfigError
+from pie_bench.core.sample import Sample
 
-from .backbone import load_backbone
-from .base import EditOutput, Editor, EditorConfig
+from editors.backbone import load_backbone
+from editors.base import EditOutput, Editor, EditorConfig
 
 CAPTION_SOURCES = ("source_prompt", "blip")
 BLIP_CAPTIONER = "Salesforce/blip-image-captioning-base"

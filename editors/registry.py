@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Optional
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 ENTRY_POINT_GROUP = "pie_bench.editors"
 

@@ -6,7 +6,7 @@ a full-frame mask). Means exclude NaN and report n per metric.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ class MetricBatch:
     target: Optional[torch.Tensor] = None
     sample_ids: Sequence[str] = ()
     attributes: Sequence[Optional[dict]] = ()
+    # per sample, the dataset's reader of attribute changes (``Sample.attribute_scorer``), or None
+    attribute_scorers: Sequence[Optional[Callable[[np.ndarray, dict], float]]] = ()
 
     @property
     def background(self) -> torch.Tensor:
@@ -40,7 +42,8 @@ class MetricBatch:
     def from_arrays(cls, sources: Sequence[np.ndarray], editeds: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                     source_prompts: Sequence[str], target_prompts: Sequence[str],
                     targets: Optional[Sequence[Optional[np.ndarray]]] = None, sample_ids: Sequence[str] = (),
-                    attributes: Sequence[Optional[dict]] = ()) -> "MetricBatch":
+                    attributes: Sequence[Optional[dict]] = (),
+                    attribute_scorers: Sequence[Optional[Callable]] = ()) -> "MetricBatch":
         def stack(images):
             return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
@@ -50,7 +53,8 @@ class MetricBatch:
         return cls(source=stack(sources), edited=stack(editeds),
                    mask=torch.from_numpy(np.stack(masks)).bool().unsqueeze(1),
                    source_prompts=list(source_prompts), target_prompts=list(target_prompts), target=target,
-                   sample_ids=list(sample_ids), attributes=list(attributes))
+                   sample_ids=list(sample_ids), attributes=list(attributes),
+                   attribute_scorers=list(attribute_scorers))
 
 
 class Metric:

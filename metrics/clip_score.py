@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
-from .base import Metric, MetricBatch, empty_edit
-from .weights import check_backbone, offline, shared_model, to_uint8, toy_folder
+from metrics.base import Metric, MetricBatch, empty_edit
+from metrics.weights import check_backbone, offline, shared_model, to_uint8, toy_folder
 
 CLIP_HF_ID = "timm/vit_large_patch14_clip_224.openai"
 CLIP_ENV = "PIE_BENCH_CLIP"
@@ -112,15 +112,12 @@ def real_clip_folder() -> Path:
 
 
 def shapes_clip_folder() -> Path:
-    try:
-        from pie_bench.shapes import models_dir
-    except ImportError as exc:
-        raise ConfigError(f"--metrics-backbone shapes: ShapesEdit models are unavailable ({exc}); "
-                          "use --metrics-backbone toy or real") from None
-    folder = Path(models_dir("clip"))
+    from pie_bench.core.paths import shapes_models_dir
+
+    folder = shapes_models_dir("clip")
     if not (folder / "open_clip_config.json").is_file():
         raise ConfigError(f"{folder}: no ShapesEdit CLIP (open_clip_config.json + open_clip_model.safetensors); "
-                          "train and export it with python -m pie_bench.shapes.train")
+                          "train and export it with python -m pie_bench.training.shapes_train")
     return folder
 
 

@@ -5,13 +5,13 @@
 not zeroed as in the protocol's background metrics); ``gt_attribute_accuracy``: the percentage of the
 sample's requested attribute changes (colour, shape, texture, size, position, background, style,
 added/removed object) that the edited image shows, read analytically from the scene description
-(``pie_bench.shapes.attributes``). Samples without a target are skipped by the runner."""
+by the dataset's own reader (``Sample.attribute_scorer``; ShapesEdit: ``pie_bench.datasets.shapes.attributes``). Samples without a target are skipped by the runner."""
 from __future__ import annotations
 
 import torch
 
-from .base import Metric, MetricBatch, empty_edit
-from .pixel import psnr_from_mse
+from metrics.base import Metric, MetricBatch, empty_edit
+from metrics.pixel import psnr_from_mse
 
 
 class GroundTruthPSNR(Metric):
@@ -52,7 +52,7 @@ class GroundTruthSSIM(Metric):
     requires_target = True
 
     def compute(self, batch: MetricBatch) -> torch.Tensor:
-        from .ssim import ssim
+        from metrics.ssim import ssim
 
         # the protocol SSIM's own code, float32 like the official evaluator: torchmetrics is a test-only
         # dependency, and float64 convolutions took ~7 s per 512² image on this CPU (float32: 0.08 s).
@@ -70,8 +70,8 @@ class AttributeAccuracy(Metric):
     requires_target = True
 
     def compute(self, batch: MetricBatch) -> torch.Tensor:
-        from pie_bench.shapes.attributes import attribute_accuracy
-
         edited = batch.edited.permute(0, 2, 3, 1).numpy()
         attrs = list(batch.attributes) or [None] * len(edited)
-        return torch.tensor([attribute_accuracy(img, a) for img, a in zip(edited, attrs)], dtype=torch.float32)
+        scorers = list(batch.attribute_scorers) or [None] * len(edited)
+        return torch.tensor([float("nan") if f is None or not a else f(img, a)
+                             for img, a, f in zip(edited, attrs, scorers)], dtype=torch.float32)

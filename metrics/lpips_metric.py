@@ -21,10 +21,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
-from .base import Metric, MetricBatch, empty_background
-from .weights import check_backbone, load_state_dict_file, shared_model, toy_folder, url_checkpoint
+from metrics.base import Metric, MetricBatch, empty_background
+from metrics.weights import check_backbone, load_state_dict_file, shared_model, toy_folder, url_checkpoint
 
 TRUNKS = {"squeeze": "squeezenet1_1", "alex": "alexnet", "vgg": "vgg16"}
 TRUNK_ENV = "PIE_BENCH_LPIPS_TRUNK"

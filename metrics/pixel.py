@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Metric, MetricBatch, empty_background
+from metrics.base import Metric, MetricBatch, empty_background
 
 
 def _masked_pair(batch: MetricBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 METRICS: dict[str, str] = {
     "structure_distance": "metrics.structure:StructureDistance",

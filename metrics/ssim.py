@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
-from .base import Metric, MetricBatch, empty_background
+from metrics.base import Metric, MetricBatch, empty_background
 
 BORDERS = ("crop", "reflect")
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
-from .base import Metric, MetricBatch
-from .weights import (check_backbone, load_state_dict_file, offline, shared_model, toy_folder, url_checkpoint)
+from metrics.base import Metric, MetricBatch
+from metrics.weights import (check_backbone, load_state_dict_file, offline, shared_model, toy_folder, url_checkpoint)
 
 DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_vitb8_pretrain/dino_vitb8_pretrain.pth"
 DINO_HF_ID = "facebook/dino-vitb8"

@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.paths import cache_root, offline  # noqa: F401  (re-exported)
+from pie_bench.core.errors import ConfigError
 
 BACKBONES = ("toy", "real", "shapes")
 
@@ -26,17 +27,8 @@ _MODELS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("PIE_BENCH_CACHE", Path.home() / ".cache" / "pie_bench"))
-
-
 def toy_dir() -> Path:
     return cache_root() / "toy" / "metrics"
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "PIE_BENCH_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def torch_hub_checkpoints() -> Path:

@@ -28,6 +28,6 @@ def piebench_mini() -> Path:
 
 @pytest.fixture(scope="session")
 def smoke():
-    from pie_bench.data import load_dataset
+    from pie_bench.datasets.pie import load_dataset
 
     return load_dataset("smoke")

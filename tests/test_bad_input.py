@@ -17,12 +17,12 @@ from PIL import Image
 
 import cli as cli_module
 from metrics.registry import build_metrics
-from pie_bench.data import ImageWarning, load_dataset, load_hf
-from pie_bench.errors import ConfigError, DataError, HarnessError, ResultsError
-from pie_bench.masks import encode_mask
-from pie_bench.results import read_records
-from pie_bench.run_folder import MANIFEST
-from pie_bench.runner import BenchOptions, run_bench
+from pie_bench.datasets.pie import ImageWarning, load_dataset, load_hf
+from pie_bench.core.errors import ConfigError, DataError, HarnessError, ResultsError
+from pie_bench.core.masks import encode_mask
+from pie_bench.run.results import read_records
+from pie_bench.run.run_folder import MANIFEST
+from pie_bench.run.runner import BenchOptions, run_bench
 
 METRICS = ["psnr_unedit_part", "mse_unedit_part"]
 
@@ -297,7 +297,7 @@ def test_read_only_output_folder(finished, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("target", ["png", "leaderboard"])
 def test_disk_full_while_writing_images_or_leaderboard(finished, tmp_path, monkeypatch, target):
-    import pie_bench.runner as runner
+    import pie_bench.run.runner as runner
 
     out = _copy(finished, tmp_path / "run")
     enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

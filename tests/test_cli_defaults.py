@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 import cli as cli_module
-from pie_bench import presets
+from pie_bench.run import presets
 
 
 def _bench(tmp_path, *args):
@@ -59,7 +59,7 @@ def test_all_leaves_out_editors_that_cannot_run_on_the_backbone(tmp_path):
 
 
 def test_embedded_run_batches_the_batching_editors_unless_told_otherwise(tmp_path):
-    from pie_bench.run_folder import RunFolder
+    from pie_bench.run.run_folder import RunFolder
 
     common = ["--editors", "ip2p", "--limit", "3", "--metrics", "none", "--editor-arg", "ip2p.num_inference_steps=2"]
     assert _bench(tmp_path, *common).exit_code == 0

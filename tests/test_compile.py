@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from editors.compile import compile_unet
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 
 class CountingBackend:

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import cli
-from pie_bench.compare import compare_leaderboards
-from pie_bench.data import load_dataset
-from pie_bench.results import SCHEMA_VERSION, metric_stats
+from pie_bench.report.compare import compare_leaderboards
+from pie_bench.datasets.pie import load_dataset
+from pie_bench.run.results import SCHEMA_VERSION, metric_stats
 
 
 def board(mean, stderr, n_failed=0, hib=True):

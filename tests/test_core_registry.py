@@ -13,7 +13,7 @@ import pytest
 from editors import registry
 from editors.base import apply_overrides
 from editors.identity import IdentityConfig
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

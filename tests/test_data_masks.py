@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pie_bench.data import load_dataset, load_hf, parse_categories
-from pie_bench.errors import DataError
-from pie_bench.masks import decode_mask, encode_mask, parse_mask_string
-from pie_bench.sample import EDIT_TYPES, strip_brackets
+from pie_bench.datasets.pie import load_dataset, load_hf, parse_categories
+from pie_bench.core.errors import DataError
+from pie_bench.core.masks import decode_mask, encode_mask, parse_mask_string
+from pie_bench.core.sample import EDIT_TYPES, strip_brackets
 
 
 def _border(mask):

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from metrics.registry import build_metrics
-from pie_bench.data import load_dataset
-from pie_bench.distributed import Dist, is_main_process, shard
-from pie_bench.errors import ResultsError
-from pie_bench.results import read_records
-from pie_bench.run_folder import RunFolder
-from pie_bench.runner import BenchOptions, run_bench
+from pie_bench.datasets.pie import load_dataset
+from pie_bench.run.distributed import Dist, is_main_process, shard
+from pie_bench.core.errors import ResultsError
+from pie_bench.run.results import read_records
+from pie_bench.run.run_folder import RunFolder
+from pie_bench.run.runner import BenchOptions, run_bench
 from tests import fault_editors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_shard_is_a_deterministic_partition():
 def test_rank0_merge_appends_only_missing_lines(tmp_path):
     """Across nodes without a shared folder, rank 0 receives each rank's new lines and appends the ones
     its copy lacks; on a shared folder (all present) it writes nothing."""
-    from pie_bench.results import JsonlWriter, SampleRecord, append_missing_lines
+    from pie_bench.run.results import JsonlWriter, SampleRecord, append_missing_lines
 
     src = tmp_path / "node1.jsonl"
     w = JsonlWriter(src)

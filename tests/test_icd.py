@@ -16,7 +16,7 @@ import torch
 
 from editors import icd
 from editors.icd import ICDEditor
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -32,8 +32,8 @@ def test_pipeline_shares_backbone_modules_and_uses_euler_ancestral(editor):
 
 
 def test_sample_without_instruction_is_skipped_with_reason(editor, smoke, tmp_path):
-    from pie_bench.data import Dataset
-    from pie_bench.runner import BenchOptions, run_bench
+    from pie_bench.datasets.pie import Dataset
+    from pie_bench.run.runner import BenchOptions, run_bench
 
     sample = dataclasses.replace(smoke.samples[0], instruction=None)
     reason = editor.skip_reason(sample)
@@ -44,7 +44,7 @@ def test_sample_without_instruction_is_skipped_with_reason(editor, smoke, tmp_pa
     ds = Dataset(name="no-instr", source="test", annotations_sha256="0" * 64, samples=[sample])
     board = run_bench(ds, BenchOptions(editors=["ip2p"], editor_args={"ip2p": {"num_inference_steps": "2"}}), [],
                       tmp_path / "run")
-    from pie_bench.run_folder import RunFolder
+    from pie_bench.run.run_folder import RunFolder
 
     recs = RunFolder(tmp_path / "run").records()
     assert [r.status for r in recs] == ["skipped"] and "instruction" in recs[0].error

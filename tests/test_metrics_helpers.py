@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from metrics.base import MetricBatch
-from pie_bench.masks import decode_mask, encode_mask
+from pie_bench.core.masks import decode_mask, encode_mask
 
 SHARED_MAPPING = Path(__file__).resolve().parent.parent.parent / "shared" / "piebench-mini" / "mapping_file.json"
 

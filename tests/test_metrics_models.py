@@ -18,9 +18,9 @@ from metrics.clip_score import (ClipEdited, ClipScorer, ClipSource, ClipWhole, T
 from metrics.lpips_metric import BackgroundLPIPS, lin_weights_path, toy_trunk_file
 from metrics.structure import (DinoViT, StructureDistance, TOY_VIT, load_dino, toy_dino_folder)
 from metrics.weights import load_state_dict_file
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
-from .test_metrics_helpers import edited_versions, make_batch, photo, pie_masks, random_image
+from tests.test_metrics_helpers import edited_versions, make_batch, photo, pie_masks, random_image
 
 
 @pytest.fixture(scope="module")
@@ -316,9 +316,9 @@ def test_clip_shapes_backbone_loads_from_models_dir(tmp_path, monkeypatch):
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
     torch.manual_seed(1)
     folder = write_open_clip_folder(tmp_path / "clip", open_clip.model.CLIP(**cfg), cfg)
-    fake = types.ModuleType("pie_bench.shapes")
+    fake = types.ModuleType("pie_bench.datasets.shapes")
     fake.models_dir = lambda kind: tmp_path / kind
-    monkeypatch.setitem(sys.modules, "pie_bench.shapes", fake)
+    monkeypatch.setitem(sys.modules, "pie_bench.datasets.shapes", fake)
     weights.clear_models()
     m = ClipWhole()
     m.load("shapes")
@@ -382,13 +382,13 @@ def test_clip_score_clamps_negative_cosines_at_zero(monkeypatch):
 
 def test_trained_shapes_clip_prefers_matching_captions():
     """With ShapesEdit's trained CLIP present (skipped otherwise): own caption beats a shuffled one."""
-    shapes = pytest.importorskip("pie_bench.shapes")
+    shapes = pytest.importorskip("pie_bench.datasets.shapes")
     try:
         shapes.models_dir("clip")
     except ConfigError as exc:
         pytest.skip(str(exc))
-    from pie_bench.shapes.dataset import upsample
-    from pie_bench.shapes.scenes import random_scene, render
+    from pie_bench.datasets.shapes.dataset import upsample
+    from pie_bench.datasets.shapes.scenes import random_scene, render
 
     rng = np.random.default_rng(0)
     scenes = [random_scene(rng) for _ in range(12)]

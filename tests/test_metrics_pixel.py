@@ -12,7 +12,7 @@ from metrics.base import empty_background
 from metrics.pixel import BackgroundMSE, BackgroundPSNR
 from metrics.ssim import BackgroundSSIM, ssim
 
-from .test_metrics_helpers import edited_versions, make_batch, official_masked, photo, pie_masks, random_image
+from tests.test_metrics_helpers import edited_versions, make_batch, official_masked, photo, pie_masks, random_image
 
 tm_image = pytest.importorskip("torchmetrics.functional.image")
 tm_regression = pytest.importorskip("torchmetrics.functional.regression")

@@ -8,8 +8,8 @@ import pytest
 
 from metrics import weights
 from metrics.registry import PROTOCOL_METRICS, build_metrics, parse_metric_spec
-from pie_bench.errors import ConfigError
-from pie_bench.runner import score_sample
+from pie_bench.core.errors import ConfigError
+from pie_bench.run.runner import score_sample
 
 PAPER_SCALES = {"structure_distance": 1e3, "psnr_unedit_part": 1.0, "lpips_unedit_part": 1e3, "mse_unedit_part": 1e4,
                 "ssim_unedit_part": 1e2, "clip_similarity_target_image": 1.0,
@@ -94,7 +94,7 @@ def test_toy_weights_live_on_disk_in_real_formats():
 
 
 def test_nan_is_not_zero_in_means():
-    from pie_bench.results import metric_stats
+    from pie_bench.run.results import metric_stats
 
     stats = metric_stats([0.5, math.nan, 0.7], higher_is_better=True)
     assert stats["n"] == 2 and stats["mean"] == pytest.approx(0.6)

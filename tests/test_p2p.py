@@ -13,7 +13,7 @@ import torch
 from editors.inversion import INVERSION_CACHE, DDIMSchedule, ddim_invert, ddim_sample
 from editors.p2p import P2PController, align, attention_layers, blend_layers
 from editors.p2p.editor import p2p_sample
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 T = 77
 

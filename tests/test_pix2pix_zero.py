@@ -11,7 +11,7 @@ from PIL import Image
 
 from editors.pix2pix_zero import (Pix2PixZeroEditor, auto_corr_loss, draw_rolls, kl_loss, probed_cross_attention,
                                   regularize_noise)
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 STEPS = 3
 

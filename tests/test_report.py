@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from editors.base import EditOutput, Editor, EditorConfig
-from pie_bench.errors import ResultsError
-from pie_bench.report import pareto_front, write_compare_report, write_report
+from pie_bench.core.errors import ResultsError
+from pie_bench.report.html import pareto_front, write_compare_report, write_report
 
 XSS_PROMPT = 'a red motorcycle <script>window.__xss = 1</script> in a garage'
 XSS_TARGET = 'a red [<img src=x onerror="window.__xss = 2">] in a barn'
@@ -54,7 +54,7 @@ class FlakyEditor(Editor):
 
 
 def make_pie_folder(root: Path) -> Path:
-    from pie_bench.smoke import MAPPING_FILE, build_smoke_image
+    from pie_bench.datasets.smoke import MAPPING_FILE, build_smoke_image
 
     smoke = json.loads(MAPPING_FILE.read_text())
     by_image = {e["image_path"]: e for e in smoke.values()}
@@ -75,8 +75,8 @@ def make_pie_folder(root: Path) -> Path:
 def bench(data_root: Path, out: Path, editors=EDITORS, metrics_backbone="toy") -> dict:
     from editors import registry as reg
     from metrics.registry import build_metrics
-    from pie_bench.data import load_dataset
-    from pie_bench.runner import BenchOptions, run_bench
+    from pie_bench.datasets.pie import load_dataset
+    from pie_bench.run.runner import BenchOptions, run_bench
 
     table = reg.registry(refresh=True)
     table["flaky"] = reg.EditorEntry("flaky", "tests.test_report:FlakyEditor", "test", _cls=FlakyEditor)
@@ -124,8 +124,8 @@ def test_report_files_and_escaping(run):
 
 
 def test_mask_overlay_tints_only_the_edit_region(run):
-    from pie_bench.data import load_dataset
-    from pie_bench.report import mask_overlay
+    from pie_bench.datasets.pie import load_dataset
+    from pie_bench.report.html import mask_overlay
 
     s = load_dataset(str(run["data"])).samples[0]
     out = mask_overlay(s.image, s.mask)
@@ -207,7 +207,7 @@ def test_pareto_front_is_exactly_the_non_dominated_points():
 
 
 def test_plots_prefer_the_papers_headline_metrics():
-    from pie_bench.report import plot_metrics
+    from pie_bench.report.html import plot_metrics
 
     def board(names):
         return {"metric_info": {n: {} for n in names},

@@ -19,12 +19,12 @@ from click.testing import CliRunner
 
 import cli as cli_module
 from metrics.registry import build_metrics
-from pie_bench.data import load_dataset
-from pie_bench.errors import ResultsError
-from pie_bench.lock import LOCK_NAME, FolderLock, _proc_start
-from pie_bench.results import decode_float, read_records
-from pie_bench.run_folder import RunFolder
-from pie_bench.runner import BenchOptions, any_failed, run_bench
+from pie_bench.datasets.pie import load_dataset
+from pie_bench.core.errors import ResultsError
+from pie_bench.run.lock import LOCK_NAME, FolderLock, _proc_start
+from pie_bench.run.results import decode_float, read_records
+from pie_bench.run.run_folder import RunFolder
+from pie_bench.run.runner import BenchOptions, any_failed, run_bench
 from tests import fault_editors
 
 REPO = Path(__file__).resolve().parent.parent

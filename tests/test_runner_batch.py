@@ -11,8 +11,8 @@ import pytest
 from editors import registry
 from editors.base import EditOutput, Editor, EditorConfig
 from metrics.registry import build_metrics
-from pie_bench.data import load_dataset
-from pie_bench.runner import BenchOptions, run_bench
+from pie_bench.datasets.pie import load_dataset
+from pie_bench.run.runner import BenchOptions, run_bench
 
 CALLS: list[tuple[str, int]] = []
 
@@ -59,7 +59,7 @@ def editors(monkeypatch):
 
 
 def _records(board_dir):
-    from pie_bench.run_folder import RunFolder
+    from pie_bench.run.run_folder import RunFolder
 
     return {r.sample_id: (r.status, r.metrics, r.error) for r in RunFolder(board_dir).records()}
 
@@ -100,7 +100,7 @@ def test_first_batched_call_is_all_warm_up(editors, tmp_path):
     ds = load_dataset("smoke", limit=5)
     board = run_bench(ds, BenchOptions(editors=["batch_noise"], batch_size=3, warmup=1),
                       build_metrics(["mse_unedit_part"]), tmp_path / "w")
-    from pie_bench.run_folder import RunFolder
+    from pie_bench.run.run_folder import RunFolder
 
     warm = {r.sample_id: r.warmup for r in RunFolder(tmp_path / "w").records()}
     assert list(warm.values()) == [True, True, True, False, False]

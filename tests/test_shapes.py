@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pie_bench.shapes.dataset import bracket_prompts, entry_for, generate, type_counts, upsample, write_pie
-from pie_bench.shapes.edits import make_edit
-from pie_bench.shapes.scenes import Obj, Scene, object_region, parse_caption, random_scene, render
+from pie_bench.datasets.shapes.attributes import attribute_accuracy
+from pie_bench.datasets.shapes.dataset import bracket_prompts, entry_for, generate, type_counts, upsample, write_pie
+from pie_bench.datasets.shapes.edits import make_edit
+from pie_bench.datasets.shapes.scenes import Obj, Scene, object_region, parse_caption, random_scene, render
 
 
 def _edits(per_type=6, seed=11):
@@ -89,8 +90,8 @@ def test_bracketed_prompts():
 
 
 def test_pie_round_trip_through_loader(tmp_path):
-    from pie_bench.data import load_dataset
-    from pie_bench.masks import decode_mask, encode_mask
+    from pie_bench.datasets.pie import load_dataset
+    from pie_bench.core.masks import decode_mask, encode_mask
 
     write_pie(tmp_path / "set", n=12, seed=5, size=64)
     raw = json.loads((tmp_path / "set" / "mapping_file.json").read_text())
@@ -115,8 +116,8 @@ def test_pie_round_trip_through_loader(tmp_path):
 
 
 def test_shapes_is_a_named_data_source():
-    import pie_bench.shapes  # noqa: F401
-    from pie_bench.data import DATA_SOURCES, load_dataset
+    import pie_bench.datasets.shapes  # noqa: F401
+    from pie_bench.datasets.pie import DATA_SOURCES, load_dataset
 
     assert "shapes" in DATA_SOURCES
     ds = load_dataset("shapes", categories=[6])
@@ -135,12 +136,13 @@ def _batch(samples, editeds):
                                    [upsample(e.mask(64)[..., None])[..., 0] for e in samples],
                                    [e.source.caption() for e in samples], [e.target.caption() for e in samples],
                                    targets=[upsample(render(e.target, 64)) for e in samples],
-                                   attributes=[e.attributes() for e in samples])
+                                   attributes=[e.attributes() for e in samples],
+                                   attribute_scorers=[attribute_accuracy] * len(samples))
 
 
 def test_attribute_accuracy_reference_values():
     from metrics.ground_truth import AttributeAccuracy
-    from pie_bench.shapes.train import to_model_pixels
+    from pie_bench.training.shapes_train import to_model_pixels
     from PIL import Image
 
     edits = _edits(per_type=4) + [make_edit(np.random.default_rng([0, 0, j]), 0) for j in range(30)]

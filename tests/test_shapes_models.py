@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pie_bench.errors import ConfigError
-from pie_bench.shapes import MODELS, models_dir
-from pie_bench.shapes.scenes import VOCABULARY, random_scene, render
+from pie_bench.core.errors import ConfigError
+from pie_bench.datasets.shapes import MODELS, models_dir
+from pie_bench.datasets.shapes.scenes import VOCABULARY, random_scene, render
 
 
 def test_manifest_matches_committed_files():
@@ -24,7 +24,7 @@ def test_manifest_matches_committed_files():
         total += len(data)
     assert total <= 30 * 2**20
     assert all(v is not None and np.isfinite(v) for v in manifest["final_losses"].values())
-    assert manifest["command"].startswith("python -m pie_bench.shapes.train")
+    assert manifest["command"].startswith("python -m pie_bench.training.shapes_train")
 
 
 def test_models_dir_variants():
@@ -36,8 +36,8 @@ def test_models_dir_variants():
 
 def test_shapes_backbone_loads_and_follows_prompts():
     from editors.backbone import load_backbone
-    from pie_bench.shapes.attributes import prompt_hits
-    from pie_bench.shapes.train import generate
+    from pie_bench.datasets.shapes.attributes import prompt_hits
+    from pie_bench.training.shapes_train import generate
 
     torch.set_num_threads(1)
     bb = load_backbone("shapes")

@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from pie_bench.shapes import train
+from pie_bench.datasets.shapes import train
 
 
 def test_grown_unet_starts_as_the_exported_one(tmp_path):
@@ -62,7 +62,7 @@ def test_batched_model_pixels_equal_the_harness_resize():
     import numpy as np
     from PIL import Image
 
-    from pie_bench.shapes.scenes import random_scene, render
+    from pie_bench.datasets.shapes.scenes import random_scene, render
 
     rng = np.random.default_rng(3)
     images = [render(random_scene(rng, p_two=0.5, p_style=0.6), train.GEN_SIZE) for _ in range(24)]

@@ -13,4 +13,4 @@ independent of the fast implementation.
 All functions take the harness's ``Editor`` object (for its config and backbone) and return
 ``RefResult(latents, image, unet_evals)``.
 """
-from .common import RefResult, count_unet_rows, explicit_attention, unets_of  # noqa: F401
+from benchmarks.reference.common import RefResult, count_unet_rows, explicit_attention, unets_of  # noqa: F401

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .common import RefResult, count_unet_rows, explicit_attention, unets_of
-from .p2p import RefControl
+from benchmarks.reference.common import RefResult, count_unet_rows, explicit_attention, unets_of
+from benchmarks.reference.p2p import RefControl
 
 
 def icd_reference(editor, sample, generator: torch.Generator, bb=None, cpu_copy: bool = True) -> RefResult:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from .common import RefResult, count_unet_rows, explicit_attention
+from benchmarks.reference.common import RefResult, count_unet_rows, explicit_attention
 
 
 def ip2p_reference(editor, sample, generator: torch.Generator, bb=None) -> RefResult:

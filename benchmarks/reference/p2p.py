@@ -24,7 +24,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from .common import RefResult, count_unet_rows, explicit_attention
+from benchmarks.reference.common import RefResult, count_unet_rows, explicit_attention
 
 
 class RefControl:

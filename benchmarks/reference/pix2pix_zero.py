@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from .common import RefResult, count_unet_rows
+from benchmarks.reference.common import RefResult, count_unet_rows
 
 
 def pipeline_class():

@@ -54,9 +54,9 @@ after every step with ``i + 1 > int(blend_start * num_steps)``.
 Helpers: ``controller.blend_mask(hw)``, ``controller.last_mask``, ``controller.describe()`` (extras for
 EditOutput), ``controller.installed`` (layers with a P2P processor), ``align.*`` (token alignment).
 """
-from .align import choose_mode, refinement_mapper, replacement_mapper, word_token_indices
-from .controller import P2PAttnProcessor, P2PBatch, P2PController
-from .layers import AttnLayer, attention_layers, blend_layers
+from editors.p2p.align import choose_mode, refinement_mapper, replacement_mapper, word_token_indices
+from editors.p2p.controller import P2PAttnProcessor, P2PBatch, P2PController
+from editors.p2p.layers import AttnLayer, attention_layers, blend_layers
 
 __all__ = ["P2PController", "P2PBatch", "P2PAttnProcessor", "AttnLayer", "attention_layers", "blend_layers", "choose_mode",
            "refinement_mapper", "replacement_mapper", "word_token_indices"]

@@ -21,7 +21,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
 StepBounds = Union[float, tuple[float, float]]
 

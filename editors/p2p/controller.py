@@ -13,10 +13,10 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from pie_bench.errors import ConfigError
+from pie_bench.core.errors import ConfigError
 
-from . import align
-from .layers import AttnLayer, attention_layers, blend_layers
+from editors.p2p import align
+from editors.p2p.layers import AttnLayer, attention_layers, blend_layers
 
 MODES = ("refine", "replace", "auto")
 

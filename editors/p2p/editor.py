@@ -18,10 +18,10 @@ import torch
 
 from editors.base import EditOutput, Editor, EditorConfig
 from editors.inversion import (INVERSION_CACHE, DDIMSchedule, Embeddings, UNetCounter, ddim_invert, unet_eps)
-from pie_bench.errors import ConfigError
-from pie_bench.sample import Sample
+from pie_bench.core.errors import ConfigError
+from pie_bench.core.sample import Sample
 
-from .controller import MODES, P2PBatch, P2PController
+from editors.p2p.controller import MODES, P2PBatch, P2PController
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Train the ShapesEdit model family on CPU: a KL autoencoder, a small open_clip model, a latent
 text-to-image UNet with its CLIP text encoder (Stable Diffusion layout) and an InstructPix2Pix UNet.
 
-    python -m pie_bench.shapes.train --workdir .cache/shapes_train --out pie_bench/shapes/models
+    python -m pie_bench.training.shapes_train --workdir .cache/shapes_train --out pie_bench/models/shapes
 
 Every stage is seeded per step (the batch of step i depends only on the seed and i) and checkpoints
 to ``--workdir`` every ``--ckpt-every`` steps, so an interrupted run resumes where it stopped and
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .scenes import random_scene, render
+from pie_bench.datasets.shapes.scenes import random_scene, render
 
 RESOLUTION = 32  # model pixels; the VAE halves it to a 16x16x4 latent
 GEN_SIZE = 64  # scene rasterisation size (the dataset's generation resolution)
@@ -129,7 +129,7 @@ def scene_batch(rng: np.random.Generator, n: int, **scene_kw):
 
 
 def edit_batch(rng: np.random.Generator, n: int):
-    from .edits import random_edit  # ShapesEdit's own edit generator: (source, instruction, ground truth)
+    from pie_bench.datasets.shapes.edits import random_edit  # ShapesEdit's own edit generator: (source, instruction, ground truth)
 
     edits = [random_edit(rng) for _ in range(n)]
     pixels = to_model_pixels_batch([render(e.source, GEN_SIZE) for e in edits]
@@ -322,7 +322,7 @@ def build_text_unet(args, in_channels=4):
     from transformers import CLIPTextConfig, CLIPTextModel
     from diffusers import UNet2DConditionModel
 
-    from .tokenizer import write_tokenizer
+    from pie_bench.datasets.shapes.tokenizer import write_tokenizer
 
     tok = write_tokenizer(Path(args.workdir) / "tokenizer")
     torch.manual_seed(args.seed + 20)
@@ -453,7 +453,7 @@ def export_sd_folder(folder: Path, unet, vae, text, tok) -> None:
     folder.mkdir(parents=True)
     for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text)):
         copy.deepcopy(m).to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
-    from .tokenizer import write_tokenizer
+    from pie_bench.datasets.shapes.tokenizer import write_tokenizer
 
     write_tokenizer(folder / "tokenizer")  # vocab.json + merges.txt (what CLIPTokenizer reads) and tokenizer.json
     DDIMScheduler(**DDIM_KWARGS).save_pretrained(folder / "scheduler")
@@ -488,7 +488,7 @@ def sample_grid(out: Path, seed: int) -> None:
     """Sixteen prompts through the exported model with DDIM (50 steps, CFG 5): a visual sanity check."""
     from editors.backbone import load_backbone
 
-    from .scenes import random_scene
+    from pie_bench.datasets.shapes.scenes import random_scene
 
     bb = load_backbone(str(out / "sd"))
     rng = np.random.default_rng([seed, 99])
@@ -528,7 +528,7 @@ def export(args, vae, text, tok, sd_unet, ip2p_unet, clip_model, losses: dict) -
         export_clip(out / "clip", clip_model)
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", "samples.png"))
     manifest = {
-        "command": "python -m pie_bench.shapes.train " + " ".join(sys.argv[1:]),
+        "command": "python -m pie_bench.training.shapes_train " + " ".join(sys.argv[1:]),
         "git_sha": args.git_sha, "seed": args.seed, "steps": args.steps, "batch": BATCH, "lr": LR,
         "resolution": RESOLUTION, "generation_size": GEN_SIZE, "cfg_dropout": CFG_DROPOUT,
         "torch": torch.__version__, "threads": torch.get_num_threads(),

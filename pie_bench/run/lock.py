@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import ResultsError
-from .provenance import now_iso
+from pie_bench.core.errors import ResultsError
+from pie_bench.core.provenance import now_iso
 
 log = logging.getLogger("pie_bench")
 

@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .edits import ATTRIBUTE_VALUES
-from .scenes import Scene, render
+from pie_bench.datasets.shapes.edits import ATTRIBUTE_VALUES
+from pie_bench.datasets.shapes.scenes import Scene, render
 
 COMPARE_SIZE = 64
 

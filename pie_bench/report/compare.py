@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .errors import ResultsError
-from .results import decode_float
+from pie_bench.core.errors import ResultsError
+from pie_bench.run.results import decode_float
 
 Z = 2.0
 

@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DataError
-from .sample import IMAGE_SIZE
+from pie_bench.core.errors import DataError
+from pie_bench.core.sample import IMAGE_SIZE
 
 
 def decode_mask(encoded: Sequence[int], size: int = IMAGE_SIZE, *, where: str = "mask") -> np.ndarray:

@@ -16,12 +16,12 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from pie_bench.errors import DataError
-from pie_bench.masks import encode_mask
-from pie_bench.sample import EDIT_TYPES, IMAGE_SIZE
+from pie_bench.core.errors import DataError
+from pie_bench.core.masks import encode_mask
+from pie_bench.core.sample import EDIT_TYPES, IMAGE_SIZE
 
-from .edits import Edit, make_edit
-from .scenes import render
+from pie_bench.datasets.shapes.edits import Edit, make_edit
+from pie_bench.datasets.shapes.scenes import render
 
 # PIE-Bench's per-type counts (700 in all); smaller sets keep the proportions, at least one per type
 PIE_COUNTS = {0: 140, 1: 80, 2: 80, 3: 80, 4: 40, 5: 40, 6: 40, 7: 40, 8: 80, 9: 80}
@@ -154,7 +154,7 @@ def write_pie(out: Path, n: int = DEFAULT_N, seed: int = DEFAULT_SEED, size: int
 
 def cached_set(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE) -> Path:
     """The set for ``--data shapes``, generated once into the harness cache."""
-    from editors.backbone import cache_root
+    from pie_bench.core.paths import cache_root
 
     key = hashlib.sha256(json.dumps([n, seed, size, FORMAT_VERSION]).encode()).hexdigest()[:10]
     folder = cache_root() / "shapes" / f"n{n}-seed{seed}-size{size}-{key}"
@@ -164,9 +164,13 @@ def cached_set(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, size: int = DEFAULT
 
 
 def load_shapes(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, size: int = DEFAULT_SIZE):
-    from pie_bench.data import load_pie_folder
+    from pie_bench.datasets.pie import load_pie_folder
+
+    from pie_bench.datasets.shapes.attributes import attribute_accuracy
 
     ds = load_pie_folder(cached_set(n, seed, size), name="shapes")
-    ds.meta.update({"generator": "pie_bench.shapes", "n": n, "seed": seed, "size": size,
+    for s in ds.samples:
+        s.attribute_scorer = attribute_accuracy
+    ds.meta.update({"generator": "pie_bench.datasets.shapes", "n": n, "seed": seed, "size": size,
                     "format_version": FORMAT_VERSION})
     return ds

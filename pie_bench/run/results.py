@@ -17,8 +17,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from .errors import ResultsError
-from .sample import edit_type_name
+from pie_bench.core.errors import ResultsError
+from pie_bench.core.sample import edit_type_name
 
 SCHEMA_VERSION = 1
 LEADERBOARD_KIND = "pie_bench.leaderboard"

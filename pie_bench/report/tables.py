@@ -6,7 +6,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from .results import decode_float
+from pie_bench.run.results import decode_float
 
 SHORT = {
     "structure_distance": "Struct",

@@ -1,4 +1,4 @@
-"""Regenerate ``mapping_file.json`` for the smoke set: ``python -m pie_bench.smoke.build_annotations``.
+"""Regenerate ``mapping_file.json`` for the smoke set: ``python -m pie_bench.datasets.smoke.build_annotations``.
 
 Masks were drawn by hand for these crops (ellipses/polygons in 512x512 pixel coordinates) or,
 where the object separates cleanly, by thresholding the image itself (coins, stained tissue).
@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from pie_bench.masks import encode_mask
-from pie_bench.smoke import MAPPING_FILE, build_smoke_image
+from pie_bench.core.masks import encode_mask
+from pie_bench.datasets.smoke import MAPPING_FILE, build_smoke_image
 
 S = 512
 

@@ -58,6 +58,9 @@ class Sample:
     _image_fn: Optional[Callable[[], np.ndarray]] = field(default=None, repr=False)
     _target_fn: Optional[Callable[[], np.ndarray]] = field(default=None, repr=False)
     extras: dict = field(default_factory=dict)
+    # For generated datasets with a scene description (ShapesEdit): (edited image, extras["attributes"]) ->
+    # the fraction of requested changes the image shows. Set by the dataset, so metrics need not import it.
+    attribute_scorer: Optional[Callable[[np.ndarray, dict], float]] = field(default=None, repr=False)
     _image: Optional[np.ndarray] = field(default=None, repr=False)
     _target: Optional[np.ndarray] = field(default=None, repr=False)
 

@@ -23,11 +23,11 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import HarnessError, ResultsError
-from .results import SampleRecord, atomic_write_bytes, decode_float, load_leaderboard
-from .run_folder import LEADERBOARD, RunFolder
-from .sample import EDIT_TYPES, edit_type_name
-from .tables import SHORT, fmt_latency, scale_suffix
+from pie_bench.core.errors import HarnessError, ResultsError
+from pie_bench.run.results import SampleRecord, atomic_write_bytes, decode_float, load_leaderboard
+from pie_bench.run.run_folder import LEADERBOARD, RunFolder
+from pie_bench.core.sample import EDIT_TYPES, edit_type_name
+from pie_bench.report.tables import SHORT, fmt_latency, scale_suffix
 
 THUMB = 256  # gallery thumbnails: sharp at the 160 px display size on high-dpi screens
 JPEG_QUALITY = 90
@@ -109,12 +109,12 @@ def load_source_samples(dataset_info: dict) -> tuple[Optional[dict], str]:
 
     The report must still be written when the data is elsewhere (a run folder copied off the GPU
     box): then it shows the editors' outputs only."""
-    from .data import DATA_SOURCES, load_dataset
+    from pie_bench.datasets.pie import DATA_SOURCES, load_dataset
 
     name, source = dataset_info.get("name", ""), str(dataset_info.get("source", ""))
     if name == "shapes" and name not in DATA_SOURCES:
         try:  # the generated set registers itself on import (the CLI imports it for --data)
-            import pie_bench.shapes  # noqa: F401
+            import pie_bench.datasets.shapes  # noqa: F401
         except Exception:
             pass
     categories = dataset_info.get("categories") or None
@@ -576,7 +576,7 @@ def record_metrics_html(rec: SampleRecord, names: Sequence[str], info: dict) -> 
 class GalleryRow:
     sample_id: str
     edit_type: int
-    sample: object = None  # pie_bench.sample.Sample when the dataset could be reloaded
+    sample: object = None  # pie_bench.core.sample.Sample when the dataset could be reloaded
     records: dict = field(default_factory=dict)  # editor -> SampleRecord
 
 
@@ -811,7 +811,7 @@ def write_report(run_dir, out_dir=None) -> Path:
 
 def write_compare_report(a_json, b_json, out_dir, z: float = 2.0) -> Path:
     """``compare A B --html OUT``: deltas with flagged changes, both leaderboards and an A→B plot."""
-    from .compare import compare_leaderboards
+    from pie_bench.report.compare import compare_leaderboards
 
     a_path, b_path = resolve_leaderboard(Path(a_json)), resolve_leaderboard(Path(b_json))
     a, b = load_leaderboard(a_path), load_leaderboard(b_path)

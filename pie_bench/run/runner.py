@@ -20,15 +20,15 @@ from editors.base import SkipSample, as_edit_output
 from editors.registry import get_editor_class
 from metrics.base import MetricBatch
 
-from .data import Dataset
-from .distributed import Dist, init_distributed, rank_device, shard
-from .errors import ConfigError, HarnessError, ResultsError
-from .provenance import device_info, device_label, git_state, now_iso, package_versions, synchronize
-from .results import (LEADERBOARD_KIND, SCHEMA_VERSION, JsonlWriter, SampleRecord, atomic_write_bytes,
+from pie_bench.datasets.pie import Dataset
+from pie_bench.run.distributed import Dist, init_distributed, rank_device, shard
+from pie_bench.core.errors import ConfigError, HarnessError, ResultsError
+from pie_bench.core.provenance import device_info, device_label, git_state, now_iso, package_versions, synchronize
+from pie_bench.run.results import (LEADERBOARD_KIND, SCHEMA_VERSION, JsonlWriter, SampleRecord, atomic_write_bytes,
                       append_missing_lines, atomic_write_json, encode_float, record_key, summarise_editor,
                       write_error)
-from .lock import FolderLock
-from .run_folder import RunFolder
+from pie_bench.run.lock import FolderLock
+from pie_bench.run.run_folder import RunFolder
 
 log = logging.getLogger("pie_bench")
 
@@ -82,7 +82,8 @@ def score_sample(metrics: list, sample, edited: np.ndarray) -> dict:
     target = sample.target_image if sample.has_target_image else None
     batch = MetricBatch.from_arrays([sample.image], [edited], [sample.mask], [sample.source_prompt],
                                     [sample.target_prompt], targets=[target], sample_ids=[sample.id],
-                                    attributes=[sample.extras.get("attributes")])
+                                    attributes=[sample.extras.get("attributes")],
+                                    attribute_scorers=[sample.attribute_scorer])
     out = {}
     for m in metrics:
         if m.requires_target and batch.target is None:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from .scenes import (BACKGROUNDS, COLOURS, PAIRS, PARTNER, POSITIONS, SHAPES, SIZES, STYLES, TEXTURES, Obj, Scene,
+from pie_bench.datasets.shapes.scenes import (BACKGROUNDS, COLOURS, PAIRS, PARTNER, POSITIONS, SHAPES, SIZES, STYLES, TEXTURES, Obj, Scene,
                      objects_mask, other, random_object, random_scene)
 
 # PIE edit type id -> the attribute a single edit of that type changes

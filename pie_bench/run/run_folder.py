@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .errors import ResultsError
-from .results import SCHEMA_VERSION, SampleRecord, atomic_write_json, latest_by_key, read_records, write_error
+from pie_bench.core.errors import ResultsError
+from pie_bench.run.results import SCHEMA_VERSION, SampleRecord, atomic_write_json, latest_by_key, read_records, write_error
 
 MANIFEST = "run.json"
 LEADERBOARD = "leaderboard.json"
@@ -28,7 +28,7 @@ class RunFolder:
     # -- paths -------------------------------------------------------------------------------------
     @property
     def lock_path(self) -> Path:
-        from .lock import LOCK_NAME
+        from pie_bench.run.lock import LOCK_NAME
 
         return self.root / LOCK_NAME
 

@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError
-from .masks import decode_mask, parse_mask_string
-from .sample import EDIT_TYPE_BY_NAME, EDIT_TYPES, IMAGE_SIZE, Sample
+from pie_bench.core.errors import DataError
+from pie_bench.core.masks import decode_mask, parse_mask_string
+from pie_bench.core.sample import EDIT_TYPE_BY_NAME, EDIT_TYPES, IMAGE_SIZE, Sample
 
 HF_DEFAULT_REPO = "UB-CVML-Group/PIE_Bench_pp"
 HF_SPLIT = "V1"
@@ -192,7 +192,7 @@ def load_pie_folder(root: Path, *, name: Optional[str] = None) -> Dataset:
 
 
 def load_smoke() -> Dataset:
-    from .smoke import MAPPING_FILE, SMOKE_IMAGES, build_smoke_image
+    from pie_bench.datasets.smoke import MAPPING_FILE, SMOKE_IMAGES, build_smoke_image
 
     mapping, sha = read_mapping_file(MAPPING_FILE)
     samples = []

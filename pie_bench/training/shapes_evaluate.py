@@ -1,7 +1,7 @@
 """Acceptance figures for the ShapesEdit models.
 
-    python -m pie_bench.shapes.evaluate base --n 200          # prompted colour/shape accuracy of the base model
-    python -m pie_bench.shapes.evaluate reconstruction --n 30  # DDIM vs null-text inversion reconstruction PSNR
+    python -m pie_bench.training.shapes_evaluate base --n 200          # prompted colour/shape accuracy of the base model
+    python -m pie_bench.training.shapes_evaluate reconstruction --n 30  # DDIM vs null-text inversion reconstruction PSNR
 
 Results print as JSON and, with ``--record``, are stored under ``evaluation`` in the models' manifest.
 """
@@ -27,9 +27,9 @@ def base_accuracy(n: int = 200, seed: int = 0, steps: int = 50, guidance: float 
     back analytically (``attributes.prompt_hits``)."""
     from editors.backbone import load_backbone
 
-    from .attributes import prompt_hits
-    from .scenes import random_scene
-    from .train import generate
+    from pie_bench.datasets.shapes.attributes import prompt_hits
+    from pie_bench.datasets.shapes.scenes import random_scene
+    from pie_bench.training.shapes_train import generate
 
     bb = load_backbone("shapes")
     rng = np.random.default_rng([seed, 7777])
@@ -61,9 +61,9 @@ def reconstruction(n: int = 30, steps: int = 50, guidance: float = 7.5, inner_st
     null-text inversion + CFG sampling (PIE-Bench settings: 50 steps, guidance 7.5, 10 inner steps)."""
     from editors.backbone import load_backbone
     from editors.inversion import DDIMSchedule, ddim_invert, ddim_sample, null_text_inversion
-    from pie_bench.data import load_dataset
+    from pie_bench.datasets.pie import load_dataset
 
-    from . import load_shapes  # noqa: F401  (registers the data source)
+    from pie_bench.datasets.shapes import load_shapes  # noqa: F401  (registers the data source)
 
     bb = load_backbone("shapes")
     ds = load_dataset("shapes", limit=n)
@@ -89,7 +89,7 @@ def reconstruction(n: int = 30, steps: int = 50, guidance: float = 7.5, inner_st
 
 
 def record(key: str, value: dict) -> None:
-    from . import MODELS
+    from pie_bench.datasets.shapes import MODELS
 
     path = MODELS / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
         res = base_accuracy(args.n or 200, args.seed, args.steps, args.guidance)
     else:
         res = reconstruction(args.n or 30, args.steps, args.guidance)
-    res["command"] = "python -m pie_bench.shapes.evaluate " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    res["command"] = "python -m pie_bench.training.shapes_evaluate " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     print(json.dumps(res, indent=2))
     if args.record:
         record(f"{args.what}@guidance{args.guidance}", res)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import torch
 
-from .errors import ConfigError, DataError, HarnessError, ResultsError
+from pie_bench.core.errors import ConfigError, DataError, HarnessError, ResultsError
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import json
 import string
 from pathlib import Path
 
-from .scenes import VOCABULARY
+from pie_bench.datasets.shapes.scenes import VOCABULARY
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77  # SD's context length: editors and P2P's word alignment assume it

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import Dataset, safe_join
-from .errors import DataError
-from .lock import FolderLock
-from .provenance import device_label, now_iso
-from .results import JsonlWriter, SampleRecord
-from .run_folder import RunFolder
-from .runner import BenchOptions, one_line, score_sample, write_leaderboard
+from pie_bench.datasets.pie import Dataset, safe_join
+from pie_bench.core.errors import DataError
+from pie_bench.run.lock import FolderLock
+from pie_bench.core.provenance import device_label, now_iso
+from pie_bench.run.results import JsonlWriter, SampleRecord
+from pie_bench.run.run_folder import RunFolder
+from pie_bench.run.runner import BenchOptions, one_line, score_sample, write_leaderboard
 
 
 def official_crop(img: Image.Image) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The top layer: terminal tables, compare and the HTML report."""

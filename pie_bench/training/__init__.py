@@ -1,0 +1,1 @@
+"""Training scripts for the ShapesEdit models (use editors and datasets)."""
