@@ -2,7 +2,6 @@
 """PIE-Bench harness command line: ``python cli.py bench --editors all``."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -23,18 +22,22 @@ err_console = Console(stderr=True)
 RUNS_DIR = Path("results") / "runs"
 
 
-def handle_errors(fn):
-    """Harness errors print as one line and exit 2; finished results are already on disk."""
+class HarnessClickError(click.ClickException):
+    """A HarnessError as click reports it: one ``error:`` line on stderr, exit code 2; finished results
+    are already on disk."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        err_console.print(f"[bold red]error:[/bold red] {self.message}", highlight=False, soft_wrap=True)
+
+
+class HarnessGroup(click.Group):
+    def invoke(self, ctx):
         try:
-            return fn(*args, **kwargs)
+            return super().invoke(ctx)
         except HarnessError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
-
-    return wrapper
+            raise HarnessClickError(" ".join(str(exc).split())) from None
 
 
 def parse_editor_args(pairs, config_file) -> dict[str, dict[str, str]]:
@@ -92,11 +95,17 @@ class RichProgress:
         self.progress.stop()
 
 
-@click.group()
+@click.group(cls=HarnessGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (tracebacks of failed samples).")
 def cli(verbose):
     """PIE-Bench harness for text-guided image editing."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from rich.logging import RichHandler
+
+    # rich's handler on the stderr console: log lines and warnings print above a live progress bar
+    # instead of through it
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s",
+                        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)], force=True)
+    logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message=".*deprecated.*")
 
 
@@ -113,7 +122,6 @@ def data_options(fn=None, *, default="smoke", help_extra=""):
 
 
 def load_data(data, categories, ids, limit):
-    import pie_bench.datasets.shapes  # noqa: F401  (registers --data shapes)
     from pie_bench.datasets.pie import load_dataset, parse_categories
 
     return load_dataset(data, categories=parse_categories(categories),
@@ -158,7 +166,6 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--retry-failed", is_flag=True, help="On resume, redo samples recorded as failed.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report (<out>/report/index.html).")
-@handle_errors
 def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, metrics_backbone, device, dtype,
           editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress, no_report):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
@@ -215,7 +222,6 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
 @cli.command()
 @click.argument("leaderboard", type=click.Path())
 @click.option("--no-categories", is_flag=True, help="Only the overall table.")
-@handle_errors
 def show(leaderboard, no_categories):
     """Render a leaderboard JSON as tables."""
     from pie_bench.run.results import load_leaderboard
@@ -233,7 +239,6 @@ def show(leaderboard, no_categories):
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 if any change is a flagged regression.")
 @click.option("--z", type=float, default=2.0, show_default=True, help="Flag |delta| > z x combined stderr.")
 @click.option("--html", "html_out", type=click.Path(), default=None, help="Also write an HTML report to this folder.")
-@handle_errors
 def compare(a, b, fail_on_regression, z, html_out):
     """Compare two leaderboards (A = baseline, B = new)."""
     from pie_bench.report.compare import compare_leaderboards
@@ -257,7 +262,6 @@ def compare(a, b, fail_on_regression, z, html_out):
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Report folder (default: RUN_DIR/report).")
-@handle_errors
 def report(run_dir, out):
     """Write a run's static HTML report: tables, plots and an image gallery (opens from file://)."""
     from pie_bench.report.html import write_report
@@ -265,24 +269,48 @@ def report(run_dir, out):
     console.print(f"report: {write_report(Path(run_dir), Path(out) if out else None)}")
 
 
-@cli.command("list-editors")
-@handle_errors
-def list_editors():
-    """Editors with their requirements and availability."""
+def print_registry(reg, title: str, describe) -> None:
+    """One table for any registry: available entries described, unavailable ones with their reason, and
+    plugins rejected for shadowing a built-in."""
     from rich.table import Table
 
-    from editors.registry import registry
-
-    table = Table(title="editors")
-    for col in ("name", "available", "requires", "source", "paper / reason"):
-        table.add_column(col)
-    for name, entry in registry().items():
+    table = Table(title=title)
+    for col in ("name", "available", "source", "details / reason"):
+        table.add_column(col, overflow="fold")
+    for name, entry in reg.entries().items():
         if entry.available:
-            cls = entry.resolve()
-            table.add_row(name, "[green]yes[/green]", ", ".join(sorted(cls.requires)), entry.source, cls.paper)
+            table.add_row(name, "[green]yes[/green]", entry.source, describe(entry.resolve()))
         else:
-            table.add_row(name, "[red]no[/red]", "", entry.source, entry.error or "")
+            table.add_row(name, "[red]no[/red]", entry.source, entry.error or "")
+    for name, why in reg.rejected.items():
+        table.add_row(name, "[red]rejected[/red]", "", why)
     console.print(table)
+
+
+@cli.command("list-editors")
+def list_editors():
+    """Editors with their requirements and availability."""
+    from editors.registry import EDITORS
+
+    print_registry(EDITORS, "editors", lambda cls: f"needs {', '.join(sorted(cls.requires))} · {cls.paper}")
+
+
+@cli.command("list-metrics")
+def list_metrics():
+    """Metrics with their region, direction and availability."""
+    from metrics.registry import METRICS
+
+    print_registry(METRICS, "metrics", lambda cls: f"{cls.label or cls.name} · {cls.region} · "
+                   f"{'higher' if cls.higher_is_better else 'lower'} is better"
+                   f"{' · needs a ground-truth target' if cls.requires_target else ''}")
+
+
+@cli.command("list-datasets")
+def list_datasets():
+    """Named datasets for --data (besides a PIE-Bench folder and hf:<repo>)."""
+    from pie_bench.datasets.registry import DATASETS
+
+    print_registry(DATASETS, "datasets", lambda fn: " ".join((fn.__doc__ or fn.__name__).split())[:120])
 
 
 @cli.command()
@@ -293,7 +321,6 @@ def list_editors():
 @click.option("--metrics-backbone", default="toy", show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(), default=None)
-@handle_errors
 def score(edited_dir, data, categories, ids, limit, method, metric_names, metrics_backbone, device, out):
     """Score edited images made elsewhere (PnPInversion layout: EDITED_DIR/annotation_images/<image_path>,
     or EDITED_DIR/<id>.png). Non-square outputs are cropped to their bottom-right 512x512, as the official
@@ -316,7 +343,6 @@ def score(edited_dir, data, categories, ids, limit, method, metric_names, metric
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=int, default=64, show_default=True, help="Generation resolution (64 or 128).")
 @click.option("--out", type=click.Path(), required=True, help="Folder to write (PIE-Bench layout).")
-@handle_errors
 def make_shapes(n, seed, size, out):
     """Generate ShapesEdit: PIE-format samples with exact ground-truth edits and masks."""
     from pie_bench.datasets.shapes import write_pie
@@ -326,7 +352,10 @@ def make_shapes(n, seed, size, out):
 
 
 def main():
-    cli(prog_name="cli.py")
+    """``python cli.py`` and the ``pie-bench`` console script: click names the program from how it was invoked
+    (``cli.py`` or ``pie-bench``) in the usage line and in the shell-completion variable
+    (``eval "$(_PIE_BENCH_COMPLETE=bash_source pie-bench)"``)."""
+    cli()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pie_bench.core.errors import ConfigError
+from pie_bench.core.options import coerce, field_hints
 from pie_bench.core.sample import Sample
 
 
@@ -112,50 +113,10 @@ def config_to_dict(config) -> dict:
     return out
 
 
-def _coerce(value, ftype, current, where: str):
-    """Parse a CLI string into the type of the config field."""
-    target = type(current) if current is not None else None
-    tname = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", str(ftype))
-    if not isinstance(value, str):
-        if target in (float,) and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if target is not None and not isinstance(value, target) and current is not None:
-            raise ConfigError(f"{where}: expected {target.__name__}, got {value!r}")
-        return value
-    text = value.strip()
-    if target is bool or tname == "bool":
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if target is int or tname == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-    if target is float or tname == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if target in (list, tuple):
-        try:
-            parsed = json.loads(text) if text.startswith("[") else [json.loads(t) for t in text.split(",") if t]
-        except json.JSONDecodeError:
-            parsed = [t.strip() for t in text.split(",") if t.strip()]
-        return type(current)(parsed)
-    if current is None:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return None if text.lower() == "none" else text
-    return text
-
-
 def apply_overrides(config, overrides: dict, editor_name: str):
     """Return a copy of ``config`` with ``overrides`` ({field: value or string}) applied and type-checked."""
     names = {f.name: f for f in dataclasses.fields(config)}
+    hints = field_hints(type(config))
     changes = {}
     for key, value in overrides.items():
         if key not in names:
@@ -164,7 +125,7 @@ def apply_overrides(config, overrides: dict, editor_name: str):
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {editor_name}.{close[0]}?" if close else f"; valid keys: {', '.join(sorted(names))}"
             raise ConfigError(f"--editor-arg {editor_name}.{key}: unknown key{hint}")
-        changes[key] = _coerce(value, names[key].type, getattr(config, key), f"--editor-arg {editor_name}.{key}")
+        changes[key] = coerce(value, hints.get(key), getattr(config, key), f"--editor-arg {editor_name}.{key}")
     return dataclasses.replace(config, **changes)
 
 

@@ -16,7 +16,7 @@ import inspect
 import re
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -107,13 +107,13 @@ class BackgroundLPIPS(Metric):
     scale = 1e3
     label = "LPIPS x10^3"
 
-    def __init__(self, net: str = "squeeze", chunk: int = 8, resolution="auto") -> None:
+    def __init__(self, net: str = "squeeze", chunk: int = 8, resolution: Union[int, str, None] = "auto") -> None:
         """``resolution``: None scores at full size (the protocol). ``"auto"`` is None for real weights and
         128 for the toy trunk: a full-size SqueezeNet pass costs ~0.4 s per image on one CPU core, which
         would dominate a toy smoke run whose numbers mean nothing anyway. Downsizing is area averaging of
         the already-masked [-1, 1] images, so everything else stays on the real code path."""
         super().__init__()
-        self.resolution = resolution
+        self.resolution = None if resolution == "full" else resolution
         if net not in TRUNKS:
             raise ConfigError(f"lpips_unedit_part: net={net!r} is not one of {', '.join(TRUNKS)}")
         self.net = net

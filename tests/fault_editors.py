@@ -134,8 +134,7 @@ def register(monkeypatch) -> None:
     """Add the fault editors to the in-process registry for one test."""
     from editors import registry
 
-    monkeypatch.setattr(registry, "BUILTIN_EDITORS", {**registry.BUILTIN_EDITORS, **FAULT_EDITORS})
-    monkeypatch.setattr(registry, "_REGISTRY", None)
+    monkeypatch.setattr(registry.EDITORS, "builtins", {**registry.EDITORS.builtins, **FAULT_EDITORS})
 
 
 def plugin_env(tmp_path: Path, repo: Path) -> dict:

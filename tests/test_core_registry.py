@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def fresh_registry(monkeypatch):
-    monkeypatch.setattr(registry, "BUILTIN_EDITORS", dict(registry.BUILTIN_EDITORS))
+    monkeypatch.setattr(registry.EDITORS, "builtins", dict(registry.EDITORS.builtins))
     registry.registry(refresh=True)
-    yield registry.BUILTIN_EDITORS
-    registry._REGISTRY = None
+    yield registry.EDITORS.builtins
+    registry.registry(refresh=True)
 
 
 def test_unknown_editor_did_you_mean():

@@ -51,10 +51,10 @@ class PlainNoise(BatchNoise):
 
 @pytest.fixture
 def editors(monkeypatch):
-    monkeypatch.setattr(registry, "BUILTIN_EDITORS", {**registry.BUILTIN_EDITORS,
-                                                      "batch_noise": "tests.test_runner_batch:BatchNoise",
-                                                      "plain_noise": "tests.test_runner_batch:PlainNoise"})
-    monkeypatch.setattr(registry, "_REGISTRY", None)
+    monkeypatch.setattr(registry.EDITORS, "builtins", {**registry.EDITORS.builtins,
+                                                       "batch_noise": "tests.test_runner_batch:BatchNoise",
+                                                       "plain_noise": "tests.test_runner_batch:PlainNoise"})
+    registry.registry(refresh=True)
     CALLS.clear()
 
 

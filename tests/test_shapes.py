@@ -117,9 +117,10 @@ def test_pie_round_trip_through_loader(tmp_path):
 
 def test_shapes_is_a_named_data_source():
     import pie_bench.datasets.shapes  # noqa: F401
-    from pie_bench.datasets.pie import DATA_SOURCES, load_dataset
+    from pie_bench.datasets.pie import load_dataset
+    from pie_bench.datasets.registry import DATASETS
 
-    assert "shapes" in DATA_SOURCES
+    assert "shapes" in DATASETS.names()
     ds = load_dataset("shapes", categories=[6])
     assert ds.name == "shapes" and ds.has_targets and len(ds) >= 1
     assert all(s.edit_type == 6 for s in ds.samples)
@@ -142,7 +143,7 @@ def _batch(samples, editeds):
 
 def test_attribute_accuracy_reference_values():
     from metrics.ground_truth import AttributeAccuracy
-    from pie_bench.training.shapes_train import to_model_pixels
+    from pie_bench.training.shapes_data import to_model_pixels
     from PIL import Image
 
     edits = _edits(per_type=4) + [make_edit(np.random.default_rng([0, 0, j]), 0) for j in range(30)]

@@ -335,26 +335,23 @@ def select(ds: Dataset, categories: Optional[list[int]] = None, ids: Optional[Se
                    has_targets=ds.has_targets, meta=ds.meta)
 
 
-DATA_SOURCES: dict[str, Callable[[], Dataset]] = {"smoke": load_smoke}
-
-
-def register_data_source(name: str, loader: Callable[[], Dataset]) -> None:
-    """Named datasets for ``--data NAME`` (ShapesEdit registers ``shapes``)."""
-    DATA_SOURCES[name] = loader
-
-
 def load_dataset(spec: str, *, categories: Optional[list[int]] = None, ids: Optional[Sequence[str]] = None,
                  limit: Optional[int] = None) -> Dataset:
     """``--data smoke | shapes | PATH | hf:<repo or parquet folder>``."""
-    if spec in DATA_SOURCES:
-        ds = DATA_SOURCES[spec]()
+    from pie_bench.datasets.registry import DATASETS  # names only; the loaders import lazily
+
+    if spec in DATASETS.entries():
+        ds = DATASETS.get(spec)()
+        if not isinstance(ds, Dataset):
+            raise DataError(f"--data {spec}: its loader returned {type(ds).__name__}, not a Dataset; "
+                            "fix the plugin's loader")
     elif spec.startswith("hf:"):
         ds = load_hf(spec, categories)
     else:
         path = Path(spec)
         if not path.exists():
             raise DataError(f"{spec}: --data path does not exist; pass smoke, "
-                            f"{', '.join(n for n in DATA_SOURCES if n != 'smoke')}, a PIE-Bench folder or hf:<repo>")
+                            f"{', '.join(n for n in DATASETS.names() if n != 'smoke')}, a PIE-Bench folder or hf:<repo>")
         if path.is_file() and path.name.endswith(".json"):
             path = path.parent
         ds = load_pie_folder(path)
