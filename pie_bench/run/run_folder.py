@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from pie_bench.core.errors import ResultsError
+from pie_bench.core.paths import safe_name
 from pie_bench.run.results import SCHEMA_VERSION, SampleRecord, atomic_write_json, latest_by_key, read_records, write_error
 
 MANIFEST = "run.json"
@@ -39,8 +40,8 @@ class RunFolder:
         return sorted(self.root.glob("samples*.jsonl"))
 
     def image_path(self, editor: str, sample_id: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)
-        return self.root / editor / f"{safe}.png"
+        # one naming rule for every file a run writes: distinct ids never share a PNG ("a/b" vs "a_b")
+        return self.root / safe_name(editor) / f"{safe_name(sample_id)}.png"
 
     @property
     def leaderboard_path(self) -> Path:
