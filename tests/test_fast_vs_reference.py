@@ -41,7 +41,7 @@ def backbone_of(ed):
     return getattr(ed, "backbone", None) or ed.bb
 
 
-from benchmarks.latency import captured_decode  # noqa: E402  (the benchmark's own check, shared)
+from benchmarks.editor_bench import captured_decode  # noqa: E402  (the benchmark's own check, shared)
 
 
 def run_reference(kind: str, name: str, ed, sample, seed: int):

@@ -37,7 +37,7 @@ def test_models_dir_variants():
 def test_shapes_backbone_loads_and_follows_prompts():
     from editors.backbone import load_backbone
     from pie_bench.datasets.shapes.attributes import prompt_hits
-    from pie_bench.training.shapes_train import generate
+    from pie_bench.training.shapes_sampling import generate
 
     torch.set_num_threads(1)
     bb = load_backbone("shapes")

@@ -29,7 +29,7 @@ def base_accuracy(n: int = 200, seed: int = 0, steps: int = 50, guidance: float 
 
     from pie_bench.datasets.shapes.attributes import prompt_hits
     from pie_bench.datasets.shapes.scenes import random_scene
-    from pie_bench.training.shapes_train import generate
+    from pie_bench.training.shapes_sampling import generate
 
     bb = load_backbone("shapes")
     rng = np.random.default_rng([seed, 7777])

@@ -1,0 +1,76 @@
+"""FLOPs for ``benchmarks/latency.py``: the unit costs U, E, D (one UNet forward, VAE encode, VAE decode)
+counted with ``torch.utils.flop_counter.FlopCounterMode`` on a backbone, each editor's minimal pass count
+(``../shared/reference/editors.md`` §7), and the FLOPs one whole edit actually executes."""
+from __future__ import annotations
+
+import torch
+
+from benchmarks.timing import one_line
+
+# the config field holding each editor's sampling steps (the pass counts scale with it)
+STEP_KEY = {"ddim_p2p": "num_ddim_steps", "nti_p2p": "num_ddim_steps", "npi_p2p": "num_ddim_steps",
+            "ip2p": "num_inference_steps", "pix2pix_zero": "num_inference_steps"}  # iCD: its 4+4 schedule
+
+
+def unit_costs(bb) -> dict:
+    """FLOPs of one UNet forward (batch 1, full text length), one VAE encode and one decode at this
+    backbone's resolution, counted with FlopCounterMode (explicit attention, so attention is counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.reference.common import explicit_attention
+
+    r, f = bb.resolution, bb.vae_scale_factor
+    dev, dt = bb.device, bb.dtype
+    x = torch.zeros(1, bb.unet.config.in_channels, r // f, r // f, device=dev, dtype=dt)
+    ctx = torch.zeros(1, bb.max_length, bb.unet.config.cross_attention_dim, device=dev, dtype=dt)
+    kw = {}
+    if bb.unet.config.time_cond_proj_dim:
+        kw["timestep_cond"] = torch.zeros(1, bb.unet.config.time_cond_proj_dim, device=dev, dtype=dt)
+    out = {}
+    with torch.no_grad():
+        with explicit_attention(bb.unet), FlopCounterMode(display=False) as fc:
+            bb.unet(x, 500, encoder_hidden_states=ctx, **kw)
+        out["U"] = fc.get_total_flops()
+        img = torch.zeros(1, 3, r, r, device=dev, dtype=dt)
+        with FlopCounterMode(display=False) as fc:
+            bb.vae.encode(img)
+        out["E"] = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            bb.vae.decode(torch.zeros(1, bb.vae.config.latent_channels, r // f, r // f, device=dev, dtype=dt))
+        out["D"] = fc.get_total_flops()
+    return out
+
+
+def floor_units(name: str, cfg, extras: dict) -> tuple[float, str]:
+    """Minimal UNet forward-equivalents per image (editors.md §7; fwd+bwd without weight gradients =
+    2.08 U for NTI, 2.15 U for Pix2Pix-Zero's guidance step)."""
+    n = getattr(cfg, STEP_KEY.get(name, ""), 0)
+    if name == "ddim_p2p":
+        return 5 * n, f"{n} inversion + 4x{n} edit"
+    if name == "npi_p2p":
+        return 4 * n, f"{n} inversion + 3x{n} edit (∅src = c_src)"
+    if name == "nti_p2p":
+        k = int(extras.get("nti_iterations", n * getattr(cfg, "inner_steps", 10)))
+        return 7 * n + 2.08 * k, f"{n} inversion + 2x{n} eps_c/advance + {k} Adam its x2.08 + 4x{n} edit"
+    if name == "ip2p":
+        return 3 * n, f"3x{n}"
+    if name == "pix2pix_zero":
+        return 8.3 * n, f"{n} inversion + {n} reference + {n}x(2x2.15 guided fwd+bwd + 2)"
+    if name == "icd":
+        k = len(cfg.forward_timesteps)
+        m = len(cfg.reverse_timesteps)
+        return k + 2 * m, f"{k} forward + 2x{m} reverse"
+    raise KeyError(name)
+
+
+def counted_flops(fn):
+    """FLOPs of ``fn`` (forward and backward), or a one-line reason when FlopCounterMode cannot follow it
+    (its module hooks clash with ``torch.autograd.grad`` on leaf inputs, as Pix2Pix-Zero's guidance uses)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+    except RuntimeError as exc:
+        return f"not counted: {one_line(exc)[:120]}"
+    return fc.get_total_flops()
