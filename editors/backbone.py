@@ -41,8 +41,12 @@ ALIASES = {
 }
 
 # PIE-Bench's scheduler: DDIM, beta 0.00085-0.012 scaled_linear, no clipping, alpha_T not set to one.
+# steps_offset 1: PnPInversion builds its DDIMScheduler without steps_offset, but hands it to
+# StableDiffusionPipeline, whose constructor rewrites any steps_offset != 1 to 1 (diffusers 0.10 as pinned,
+# and 0.42). So the timesteps PIE-Bench runs are 981, 961, ..., 1 for 50 steps (901, ..., 1 for 10),
+# checked by running the official code (tests/test_golden_official.py).
 DDIM_KWARGS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                   set_alpha_to_one=False, steps_offset=0, num_train_timesteps=1000)
+                   set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000)
 
 TOY_SEED = 0
 TOY_RESOLUTION = 64  # pixels; latent 16x16 with the toy VAE's factor 4
@@ -205,13 +209,21 @@ class Backbone:
         return z * self.scaling_factor if scale else z
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents -> uint8 (B,512,512,3) (resized up from the backbone's resolution when it is not 512)."""
+    def decode(self, latents: torch.Tensor, *, quantize: str = "truncate", size: Optional[int] = 512) -> np.ndarray:
+        """Latents -> uint8 (B,size,size,3), resized (bicubic) from the backbone's resolution when that is not
+        ``size``; ``size=None`` keeps the native resolution.
+
+        ``quantize``: how [0, 1] floats become uint8 after ``x * 255``. ``truncate`` (default) is what
+        PIE-Bench's P2P/NTI code does (``latent2image``: ``(image * 255).astype(np.uint8)``); ``round``
+        rounds to nearest, for editors whose reference code rounds (e.g. diffusers' ``numpy_to_pil``)."""
+        if quantize not in ("truncate", "round"):
+            raise ValueError(f"decode: quantize must be 'truncate' or 'round', got {quantize!r}")
         images = self.vae.decode(latents.to(self.dtype) / self.scaling_factor).sample
-        images = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        images = (images.float() / 2 + 0.5).clamp(0, 1) * 255
+        images = (images.round() if quantize == "round" else images.floor()).to(torch.uint8)
         images = images.permute(0, 2, 3, 1).cpu().numpy()
-        if images.shape[1] != 512:
-            images = np.stack([np.asarray(Image.fromarray(im).resize((512, 512), Image.BICUBIC)) for im in images])
+        if size is not None and images.shape[1] != size:
+            images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in images])
         return images
 
 

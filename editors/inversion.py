@@ -65,7 +65,7 @@ class DDIMSchedule:
         sched = DDIMScheduler.from_config(scheduler.config)
         sched.set_timesteps(num_steps)
         self.num_steps = num_steps
-        self.timesteps = sched.timesteps.clone()  # descending: 980, 960, ..., 0 for 50 PIE-Bench steps
+        self.timesteps = sched.timesteps.clone()  # descending: 981, 961, ..., 1 for 50 PIE-Bench steps (steps_offset 1)
         self.stride = sched.config.num_train_timesteps // num_steps
         self.alphas_cumprod = sched.alphas_cumprod.float().clone()
         self.final_alpha = float(sched.final_alpha_cumprod)

@@ -37,12 +37,17 @@ def test_schedule_matches_diffusers_ddim_and_pie_bench_timesteps(bb):
     from diffusers import DDIMScheduler
 
     sched = DDIMSchedule(bb.scheduler, 50)
-    assert sched.timesteps.tolist() == list(range(980, -1, -20))  # PIE-Bench: no steps_offset
+    # PIE-Bench's timesteps: its DDIMScheduler has no steps_offset, but StableDiffusionPipeline's constructor
+    # rewrites it to 1 (checked against the official code: tests/test_golden_official.py)
+    assert sched.timesteps.tolist() == list(range(981, 0, -20))
+    assert DDIMSchedule(bb.scheduler, 10).timesteps.tolist() == list(range(901, 0, -100))
+    # so the last step is a real one, alpha_1 -> alpha_0 (with timesteps ending at 0 it went alpha_0 -> alpha_0)
+    assert sched.alpha(sched.timesteps[-1]) < sched.alpha(int(sched.timesteps[-1]) - sched.stride)
     ref = DDIMScheduler.from_config(bb.scheduler.config)
     ref.set_timesteps(50)
     g = torch.Generator().manual_seed(0)
     x, eps = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g)
-    for t in (980, 500, 20, 0):  # t=0 steps to final_alpha_cumprod (alphas_cumprod[0]: set_alpha_to_one=False)
+    for t in (981, 501, 21, 1):  # t=1 steps to final_alpha_cumprod (alphas_cumprod[0]: set_alpha_to_one=False)
         want = ref.step(eps, t, x, eta=0.0).prev_sample
         torch.testing.assert_close(sched.step(x, eps, t), want, rtol=1e-5, atol=1e-5)
         # the inverse step with the same eps undoes the step exactly (the only error of DDIM inversion is
@@ -135,10 +140,14 @@ def test_batched_null_text_equals_one_sample_at_a_time(bb, smoke):
     assert batched.sample_iterations == counts
     for i in range(3):
         # Adam divides by the gradient's running RMS, so on elements whose gradient is ~0 (padding tokens)
-        # a batched matmul's reassociation moves the update by up to ~lr; elsewhere they agree to 1e-6
+        # a batched matmul's reassociation moves the update by up to ~lr; elsewhere they agree to 1e-6.
+        # The last step (t=1 -> alpha_0) is a tiny move whose gradient is ~0 almost everywhere, so more
+        # elements are affected there: measured 0.03 %, 0.7 %, 2.6 % of elements over 1e-5 for the three
+        # steps (with the old timesteps ..., 0 the last step went alpha_0 -> alpha_0, a no-op with an
+        # exactly zero gradient that left every element equal)
         want = torch.cat([r.embeddings[i] for r in singles])
         torch.testing.assert_close(batched.embeddings[i], want, rtol=0, atol=2e-3)
-        assert (batched.embeddings[i] - want).abs().gt(1e-5).float().mean() < 0.01
+        assert (batched.embeddings[i] - want).abs().gt(1e-5).float().mean() < (0.01 if i < 2 else 0.05)
     assert counter.backward == sum(map(sum, counts))  # stopped samples left the UNet batch
 
 

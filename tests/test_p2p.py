@@ -94,6 +94,12 @@ def test_words_equalizer_and_schedules(tok):
     assert align.word_token_indices(tok, text, "coffee", T) == [4]  # "coffee," matched, its comma token left out
     assert align.word_token_indices(tok, text, "a", T) == [1, 7]
     assert align.word_token_indices(tok, text, "tea", T) == []
+    # PIE-Bench's rule (get_word_inds): exact whitespace-split words only, so "coffee," is not "coffee"
+    assert align.word_token_indices(tok, text, "coffee", T, match="exact") == []
+    assert align.word_token_indices(tok, text, "spoon", T, match="exact") == [8]
+    assert align.equalizer(tok, text, {"coffee": 2.0}, T, match="exact").sum() == T
+    with pytest.raises(ConfigError, match="word match"):
+        align.word_token_indices(tok, text, "coffee", T, match="fuzzy")
     eq = align.equalizer(tok, text, {"spoon": 2.0}, T)
     assert eq[8] == 2.0 and eq.sum() == T + 1
     alphas = align.time_word_alphas(tok, text, 50, 0.4, T)
@@ -193,7 +199,8 @@ def test_defaults_are_pie_bench():
     for name in ("ddim_p2p", "nti_p2p", "npi_p2p"):
         c = get_editor_class(name).Config()
         assert (c.num_ddim_steps, c.guidance_scale, c.cross_replace_steps, c.self_replace_steps, c.controller,
-                c.blend_start, c.blend_threshold, c.eq_value, c.seed) == (50, 7.5, 0.4, 0.6, "refine", 0.2, 0.3, 2.0, 1234)
+                c.blend_start, c.blend_threshold, c.eq_value, c.seed, c.word_match) == (
+            50, 7.5, 0.4, 0.6, "refine", 0.2, 0.3, 2.0, 1234, "exact")
     c = get_editor_class("nti_p2p").Config()
     assert (c.inner_steps, c.early_stop_epsilon, c.early_stop_slope, c.learning_rate, c.lr_decay) == (10, 1e-5, 2e-5, 1e-2, 1e-2)
 

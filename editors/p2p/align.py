@@ -3,14 +3,17 @@ tokens (Refine), the word-swap matrix (Replace), the re-weighting vector (equali
 per-token cross-attention replacement weights.
 
 Semantics follow google/prompt-to-prompt ``seq_aligner.py`` / ``ptp_utils.py`` (as vendored by PIE-Bench),
-re-implemented here with the token count taken from the tokenizer instead of a hard-coded 77. Two
-deliberate differences, both only in corner cases:
+re-implemented here with the token count taken from the tokenizer instead of a hard-coded 77. Deliberate
+differences, all only in corner cases:
 
 * a word's tokens are found by tokenizing each whitespace-separated word on its own (CLIP's
   pre-tokenizer never merges across whitespace, so this equals the sentence tokenization) instead of
   summing the lengths of decoded tokens, which drifts on words that ftfy/lower-casing changes;
 * the Replace mapper keeps the running source position after a replaced word whose token count
-  changed (the reference then maps target position j to source position j, one token off).
+  changed (the reference then maps target position j to source position j, one token off);
+* ``match="lenient"`` (the default of ``word_token_indices``): when the exact whitespace-split match
+  finds nothing, retry ignoring case and punctuation (the reference finds nothing for ``cat`` in
+  ``a cat, ...``). ``match="exact"`` is the reference's rule; the PIE-Bench P2P editors use it.
 """
 from __future__ import annotations
 
@@ -49,16 +52,23 @@ def _norm(word: str) -> str:
     return _PUNCT.sub("", word).lower()
 
 
-def word_token_indices(tokenizer, text: str, word: Union[str, int], max_length: int) -> list[int]:
+MATCHES = ("lenient", "exact")
+
+
+def word_token_indices(tokenizer, text: str, word: Union[str, int], max_length: int,
+                       match: str = "lenient") -> list[int]:
     """Token positions of ``word`` (every occurrence) in ``text``; an int selects the word by index.
 
-    Matching is exact on whitespace-split words as in the reference; when that finds nothing we retry
-    ignoring case and punctuation (PIE prompts write ``cat,`` while the blended word is ``cat``)."""
+    Matching is exact on whitespace-split words as in the reference; with ``match="lenient"``, when that
+    finds nothing we retry ignoring case and punctuation (PIE prompts write ``cat,`` while the blended
+    word is ``cat``). ``match="exact"`` stops there, as the reference does."""
+    if match not in MATCHES:
+        raise ConfigError(f"word match {match!r}: expected one of {', '.join(MATCHES)}")
     spans = word_spans(tokenizer, text, max_length)
     if isinstance(word, int):
         return list(spans[word][1]) if 0 <= word < len(spans) else []
     hits = [i for w, idx in spans if w == word for i in idx]
-    if not hits:
+    if not hits and match == "lenient":
         key = _norm(word)
         if key:
             ids = token_ids(tokenizer, text, max_length)
@@ -160,13 +170,14 @@ def replacement_mapper(tokenizer, source: str, target: str, max_length: int) -> 
 # re-weighting and time schedule
 
 
-def equalizer(tokenizer, text: str, weights: Optional[Mapping[str, float]], max_length: int) -> Optional[torch.Tensor]:
+def equalizer(tokenizer, text: str, weights: Optional[Mapping[str, float]], max_length: int,
+              match: str = "lenient") -> Optional[torch.Tensor]:
     """``float[T]`` of ones with ``weights[word]`` at the word's tokens in ``text`` (P2P's AttentionReweight)."""
     if not weights:
         return None
     eq = torch.ones(max_length)
     for word, value in weights.items():
-        idx = word_token_indices(tokenizer, text, word, max_length)
+        idx = word_token_indices(tokenizer, text, word, max_length, match)
         if idx:
             eq[idx] = float(value)
     return eq
@@ -177,7 +188,8 @@ def _bounds(value: StepBounds) -> tuple[float, float]:
 
 
 def time_word_alphas(tokenizer, target: str, num_steps: int,
-                     cross_replace_steps: Union[StepBounds, Mapping[str, StepBounds]], max_length: int) -> torch.Tensor:
+                     cross_replace_steps: Union[StepBounds, Mapping[str, StepBounds]], max_length: int,
+                     match: str = "lenient") -> torch.Tensor:
     """``float[num_steps + 1, T]``: 1 where the target's cross-attention is taken from the source.
 
     ``cross_replace_steps`` is a fraction (steps ``[0, int(f * (num_steps + 1)))``, as the reference
@@ -196,7 +208,7 @@ def time_word_alphas(tokenizer, target: str, num_steps: int,
     fill(table["default_"], slice(None))
     for word, bounds in table.items():
         if word != "default_":
-            idx = word_token_indices(tokenizer, target, word, max_length)
+            idx = word_token_indices(tokenizer, target, word, max_length, match)
             if idx:
                 fill(bounds, idx)
     return alphas

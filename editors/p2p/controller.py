@@ -75,12 +75,14 @@ class P2PController:
                      equalizer: Union[Mapping[str, float], torch.Tensor, None] = None, blend_start: float = 0.2,
                      blend_threshold: float = 0.3, max_length: Optional[int] = None, source_row: int = -2,
                      target_row: int = -1, self_min_downscale: int = 2,
-                     blend_downscale: Optional[int] = None) -> "P2PController":
+                     blend_downscale: Optional[int] = None, word_match: str = "lenient") -> "P2PController":
         """Build a controller from the two prompts.
 
         ``mode``: ``refine`` (token alignment, any prompts), ``replace`` (word swap, same word count) or
         ``auto`` (replace when the word counts match, else refine). ``blend_words``: ``((source words),
-        (target words))`` for LocalBlend. ``equalizer``: ``{target word: weight}`` or a ``float[T]``."""
+        (target words))`` for LocalBlend. ``equalizer``: ``{target word: weight}`` or a ``float[T]``.
+        ``word_match``: how words are found in the prompts (``align.word_token_indices``): ``lenient``
+        also ignores case and punctuation when the exact match fails, ``exact`` is the reference's rule."""
         if mode not in MODES:
             raise ConfigError(f"P2P controller mode {mode!r}: expected one of {', '.join(MODES)}")
         T = int(max_length or tokenizer.model_max_length)
@@ -88,14 +90,18 @@ class P2PController:
             mode = align.choose_mode(source_prompt, target_prompt)
         refine = align.refinement_mapper(tokenizer, source_prompt, target_prompt, T) if mode == "refine" else None
         replace = align.replacement_mapper(tokenizer, source_prompt, target_prompt, T) if mode == "replace" else None
-        eq = equalizer if isinstance(equalizer, torch.Tensor) else align.equalizer(tokenizer, target_prompt, equalizer, T)
+        eq = (equalizer if isinstance(equalizer, torch.Tensor)
+              else align.equalizer(tokenizer, target_prompt, equalizer, T, word_match))
         tokens = None
         if blend_words is not None:
             src_words, tgt_words = blend_words
-            tokens = (sorted({i for w in src_words for i in align.word_token_indices(tokenizer, source_prompt, w, T)}),
-                      sorted({i for w in tgt_words for i in align.word_token_indices(tokenizer, target_prompt, w, T)}))
+            tokens = (sorted({i for w in src_words
+                              for i in align.word_token_indices(tokenizer, source_prompt, w, T, word_match)}),
+                      sorted({i for w in tgt_words
+                              for i in align.word_token_indices(tokenizer, target_prompt, w, T, word_match)}))
         return cls(num_steps=num_steps, max_length=T, mode=mode,
-                   cross_alphas=align.time_word_alphas(tokenizer, target_prompt, num_steps, cross_replace_steps, T),
+                   cross_alphas=align.time_word_alphas(tokenizer, target_prompt, num_steps, cross_replace_steps, T,
+                                                       word_match),
                    self_steps=align.step_range(self_replace_steps, num_steps), refine=refine, replace=replace,
                    equalizer=eq, blend_tokens=tokens, blend_start=blend_start, blend_threshold=blend_threshold,
                    source_row=source_row, target_row=target_row, self_min_downscale=self_min_downscale,
