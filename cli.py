@@ -102,9 +102,9 @@ def cli(verbose):
     from rich.logging import RichHandler
 
     # rich's handler on the stderr console: log lines and warnings print above a live progress bar
-    # instead of through it
+    # instead of through it (a no-op where the host already configured logging, e.g. pytest)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s",
-                        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)], force=True)
+                        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)])
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message=".*deprecated.*")
 
@@ -224,7 +224,7 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
 @click.option("--no-categories", is_flag=True, help="Only the overall table.")
 def show(leaderboard, no_categories):
     """Render a leaderboard JSON as tables."""
-    from pie_bench.run.results import load_leaderboard
+    from pie_bench.run.leaderboard import load_leaderboard
     from pie_bench.report.tables import print_leaderboard
 
     path = Path(leaderboard)
@@ -242,7 +242,7 @@ def show(leaderboard, no_categories):
 def compare(a, b, fail_on_regression, z, html_out):
     """Compare two leaderboards (A = baseline, B = new)."""
     from pie_bench.report.compare import compare_leaderboards
-    from pie_bench.run.results import load_leaderboard
+    from pie_bench.run.leaderboard import load_leaderboard
     from pie_bench.report.tables import comparison_table
 
     la, lb = load_leaderboard(Path(a)), load_leaderboard(Path(b))

@@ -331,8 +331,10 @@ def select(ds: Dataset, categories: Optional[list[int]] = None, ids: Optional[Se
         samples = [s for s in samples if s.id in wanted]
     if limit is not None:
         samples = samples[:limit]
+    selection = {"recorded": True, "categories": categories, "ids": len(ids) if ids else None, "limit": limit,
+                 "limit_mode": "first" if limit is not None else None}
     return Dataset(name=ds.name, source=ds.source, annotations_sha256=ds.annotations_sha256, samples=samples,
-                   has_targets=ds.has_targets, meta=ds.meta)
+                   has_targets=ds.has_targets, meta={**ds.meta, "selection": selection})
 
 
 def load_dataset(spec: str, *, categories: Optional[list[int]] = None, ids: Optional[Sequence[str]] = None,

@@ -20,8 +20,7 @@ import numpy as np
 from pie_bench.core.errors import ResultsError
 from pie_bench.core.sample import edit_type_name
 
-SCHEMA_VERSION = 1
-LEADERBOARD_KIND = "pie_bench.leaderboard"
+SCHEMA_VERSION = 1  # of the per-sample records and the run manifest (the leaderboard's: run.leaderboard)
 STATUSES = ("ok", "failed", "skipped")
 
 
@@ -304,19 +303,3 @@ def summarise_editor(records: list[SampleRecord], metric_info: dict) -> dict:
             "failures": failures[:50], "skipped": skipped[:50],
             "devices": sorted({r.device for r in records if r.device}),
             "ranks": sorted({r.rank for r in records})}
-
-
-def load_leaderboard(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ResultsError(f"{path}: leaderboard file not found; pass a leaderboard.json written by `cli.py bench`")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc}); regenerate it with `cli.py bench`") from None
-    if not isinstance(data, dict) or data.get("kind") != LEADERBOARD_KIND:
-        raise ResultsError(f"{path}: not a pie_bench leaderboard (missing kind={LEADERBOARD_KIND!r})")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ResultsError(f"{path}: leaderboard schema version {data.get('schema_version')} is not "
-                           f"{SCHEMA_VERSION}; regenerate it with this version of the harness")
-    return data

@@ -10,7 +10,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,7 +24,8 @@ from pie_bench.datasets.pie import Dataset
 from pie_bench.run.distributed import Dist, init_distributed, rank_device, shard
 from pie_bench.core.errors import ConfigError, HarnessError, ResultsError
 from pie_bench.core.provenance import device_info, device_label, git_state, now_iso, package_versions, synchronize
-from pie_bench.run.results import (LEADERBOARD_KIND, SCHEMA_VERSION, JsonlWriter, SampleRecord, atomic_write_bytes,
+from pie_bench.run.leaderboard import LEADERBOARD_KIND, LEADERBOARD_VERSION, Leaderboard
+from pie_bench.run.results import (JsonlWriter, SampleRecord, atomic_write_bytes,
                       append_missing_lines, atomic_write_json, encode_float, record_key, summarise_editor,
                       write_error)
 from pie_bench.run.lock import FolderLock
@@ -346,7 +347,7 @@ def _finish_result(ed, sample, rec: SampleRecord, result, latency: float, metric
         _record_failure(rec, exc)
 
 
-def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, extra: dict) -> dict:
+def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, extra: dict) -> Leaderboard:
     manifest = folder.read_manifest() or {"editors": {}}
     records = folder.records()
     editors = {}
@@ -361,9 +362,10 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
     toy = any(e.get("toy") for e in editors.values()) or bool(extra.get("metrics_toy"))
     # a resumed run may mix records from launches with different process counts
     launches = sorted({r.world for r in records if r.editor in editors})
-    return {
+    return Leaderboard.from_dict({
         "kind": LEADERBOARD_KIND,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": LEADERBOARD_VERSION,
+        "selection": extra.get("selection", {}),
         "created_at": now_iso(),
         "run": folder.root.name,
         "command": extra.get("command", ""),
@@ -379,7 +381,7 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         "metrics_backbone": extra.get("metrics_backbone", ""),
         "metric_info": metric_info,
         "editors": editors,
-    }
+    })
 
 
 def _toy_note(editors: dict, metric_info: dict) -> str:
@@ -402,7 +404,7 @@ def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, m
     board = build_leaderboard(folder, dataset.describe(), metric_info, {
         "command": opts.command, "device": device_info(opts.device), "world": opts.world,
         "metrics_backbone": metrics_backbone, "metrics_toy": any(m.is_toy for m in metrics),
-        "load_errors": load_errors or {}})
+        "load_errors": load_errors or {}, "selection": dataset.meta.get("selection", {})}).to_dict()
     try:
         atomic_write_json(folder.leaderboard_path, board)
     except OSError as exc:
@@ -411,5 +413,6 @@ def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, m
     return board
 
 
-def any_failed(board: dict) -> bool:
-    return any(e.get("n_failed", 0) or e.get("load_error") for e in board["editors"].values())
+def any_failed(board: Union[Leaderboard, dict]) -> bool:
+    board = board if isinstance(board, Leaderboard) else Leaderboard.from_dict(board)
+    return any(e.n_failed or e.load_error for e in board.editors.values())

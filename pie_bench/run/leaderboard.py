@@ -1,0 +1,165 @@
+"""The typed leaderboard: the board, each editor's summary, metric and latency statistics.
+
+One schema-version check (``Leaderboard.from_dict``) with a reader for the previous version, so ``compare``
+and ``show`` read every committed ``results/*.json``. The JSON is the dataclasses' fields (``to_dict``);
+floats keep the records' encoding (NaN -> null, +-inf -> "inf"/"-inf").
+
+Schema history: 1 — the first release; 2 — adds ``selection`` (how the dataset's samples were chosen:
+``--limit``, its mode, categories, ids); a version-1 board reads with ``selection`` marked unrecorded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pie_bench.core.errors import ResultsError
+from pie_bench.run.results import decode_float
+
+LEADERBOARD_KIND = "pie_bench.leaderboard"
+LEADERBOARD_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+@dataclass
+class MetricStats:
+    mean: Any = None  # encoded float: None (no defined value), a number, or "inf"/"-inf"
+    stderr: Any = None
+    n: int = 0
+    higher_is_better: bool = True
+
+    @property
+    def value(self) -> float:
+        return decode_float(self.mean)
+
+    @property
+    def error(self) -> float:
+        return decode_float(self.stderr)
+
+
+@dataclass
+class LatencyStats:
+    p50: Optional[float] = None
+    p95: Optional[float] = None
+    mean: Optional[float] = None
+    n: int = 0
+    warmup_excluded: int = 0
+
+
+@dataclass
+class RankLatency(LatencyStats):
+    rank: int = 0
+    processes: int = 1
+    device: str = ""
+
+
+@dataclass
+class CategorySummary:
+    name: str
+    n_ok: int = 0
+    n_failed: int = 0
+    metrics: dict[str, MetricStats] = field(default_factory=dict)
+    latency: LatencyStats = field(default_factory=LatencyStats)
+
+
+@dataclass
+class EditorSummary:
+    config: dict = field(default_factory=dict)
+    config_hash: str = ""
+    backbone: str = ""
+    toy: bool = False
+    seed: Optional[int] = None
+    paper: str = ""
+    n: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    n_skipped: int = 0
+    metrics: dict[str, MetricStats] = field(default_factory=dict)
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    latency_per_rank: list[RankLatency] = field(default_factory=list)
+    per_category: dict[str, CategorySummary] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)  # {"sample_id", "error"}, the first 50
+    skipped: list[dict] = field(default_factory=list)  # {"sample_id", "reason"}, the first 50
+    devices: list[str] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)
+    load_error: Optional[str] = None
+
+
+@dataclass
+class Leaderboard:
+    editors: dict[str, EditorSummary] = field(default_factory=dict)
+    metric_info: dict[str, dict] = field(default_factory=dict)
+    dataset: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    run: str = ""
+    command: str = ""
+    created_at: str = ""
+    toy: bool = False
+    toy_note: str = ""
+    git: dict = field(default_factory=dict)
+    packages: dict = field(default_factory=dict)
+    device: dict = field(default_factory=dict)
+    processes: int = 1
+    processes_in_records: list[int] = field(default_factory=list)
+    n_failed: int = 0
+    metrics_backbone: str = ""
+    kind: str = LEADERBOARD_KIND
+    schema_version: int = LEADERBOARD_VERSION
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        for ed in out["editors"].values():
+            if ed.get("load_error") is None:
+                ed.pop("load_error", None)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "leaderboard") -> "Leaderboard":
+        if not isinstance(data, dict) or data.get("kind") != LEADERBOARD_KIND:
+            raise ResultsError(f"{where}: not a pie_bench leaderboard (missing kind={LEADERBOARD_KIND!r})")
+        version = data.get("schema_version")
+        if version not in READABLE_VERSIONS:
+            raise ResultsError(f"{where}: leaderboard schema version {version} is not one of "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}; regenerate it with this version of the harness")
+        data = dict(data)
+        if version == 1:
+            data["selection"] = {"recorded": False}
+        try:
+            editors = {name: _editor(e) for name, e in (data.get("editors") or {}).items()}
+            return _build(cls, {**data, "editors": editors, "schema_version": LEADERBOARD_VERSION})
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise ResultsError(f"{where}: malformed leaderboard ({exc}); regenerate it with `pie-bench bench`") from None
+
+
+def _build(cls, d: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _metrics(block: Optional[dict]) -> dict[str, MetricStats]:
+    return {name: _build(MetricStats, stats) for name, stats in (block or {}).items()}
+
+
+def _editor(d: dict) -> EditorSummary:
+    if not isinstance(d, dict):
+        raise TypeError(f"an editor entry is {type(d).__name__}, not an object")
+    cats = {k: _build(CategorySummary, {**c, "metrics": _metrics(c.get("metrics")),
+                                        "latency": _build(LatencyStats, c.get("latency") or {})})
+            for k, c in (d.get("per_category") or {}).items()}
+    return _build(EditorSummary, {**d, "metrics": _metrics(d.get("metrics")),
+                                  "latency": _build(LatencyStats, d.get("latency") or {}),
+                                  "latency_per_rank": [_build(RankLatency, r) for r in d.get("latency_per_rank") or []],
+                                  "per_category": cats})
+
+
+def load_leaderboard(path: Path) -> Leaderboard:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: leaderboard file not found; pass a leaderboard.json written by `pie-bench bench`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc}); regenerate it with `pie-bench bench`") from None
+    return Leaderboard.from_dict(data, str(path))
