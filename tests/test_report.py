@@ -420,3 +420,50 @@ def test_compare_report_in_browser(run, browser, tmp_path):
     for tag in ("a", "b"):
         rows = browser.find_elements(By.CSS_SELECTOR, f"#leaderboard-{tag} tbody tr")
         assert sorted(r.get_attribute("data-editor-row") for r in rows) == sorted(EDITORS)
+
+
+EVIL = """<script>alert(1)</script>"'&"""
+EVIL_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;&amp;"
+
+
+def test_templates_escape_dataset_strings(tmp_path):
+    """A sample id, a prompt, a dataset and an editor name carrying a script, both quotes and & come out as
+    text in the run's page and in the compare page: the templates escape them (autoescape), and no
+    hand-escaping helper is left in the report package."""
+    import re
+
+    from pie_bench.datasets.smoke import MAPPING_FILE, build_smoke_image
+    from pie_bench.report import render
+
+    root = tmp_path / "pie"
+    (root / "annotation_images").mkdir(parents=True)
+    entry = dict(next(iter(json.loads(MAPPING_FILE.read_text()).values())), editing_type_id="1")
+    entry["original_prompt"], entry["editing_prompt"] = f"a cat {EVIL}", f"a [dog {EVIL}]"
+    Image.fromarray(build_smoke_image(entry["image_path"])).save(root / "annotation_images" / entry["image_path"])
+    sid = f"100000000900{EVIL}"
+    (root / "mapping_file.json").write_text(json.dumps({sid: entry}))
+    bench(root, tmp_path / "run", editors=["identity"])
+    text = write_report(tmp_path / "run").read_text()
+    assert text.count("<script") == 1 and "alert(1)</script>" not in text  # only the report's own script
+    assert f'data-sample="100000000900{EVIL_ESCAPED}"' in text
+    assert f"a cat {EVIL_ESCAPED}" in text and f"<mark>dog {EVIL_ESCAPED}</mark>" in text
+
+    board = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
+    for b, name in ((board, "A"), (json.loads(json.dumps(board)), "B")):
+        b["editors"] = {EVIL: b["editors"]["identity"]}
+        b["run"] = b["dataset"]["name"] = EVIL + name
+        b["dataset"]["annotations_sha256"] = name  # datasets differ: a note naming both
+        (tmp_path / f"{name}.json").write_text(json.dumps(b))
+    text = write_compare_report(tmp_path / "A.json", tmp_path / "B.json", tmp_path / "cmp").read_text()
+    assert text.count("<script") == 1 and "alert(1)</script>" not in text
+    assert f'data-editor-row="{EVIL_ESCAPED}"' in text and f"run {EVIL_ESCAPED}B" in text
+    assert f"datasets differ: {EVIL_ESCAPED}A vs {EVIL_ESCAPED}B" in text
+
+    assert render.environment().autoescape is True
+    package = Path(render.__file__).parent
+    for path in package.glob("*.py"):
+        src = path.read_text()
+        assert not re.search(r"\bh\(|html\.escape\(|\bescape\(", src) or path.name == "render.py", path.name
+        assert not re.search(r"\bMarkup\(|\bSafe\(|__html__", src) or path.name == "render.py", path.name
+    for path in (package / "templates").glob("*.html.j2"):
+        assert not re.search(r"\|\s*safe\b|autoescape\s+false", path.read_text()), path.name

@@ -1,50 +1,19 @@
-"""Rich tables of leaderboards and comparisons, with the paper's display scales."""
+"""Rich tables of leaderboards and comparisons, with the paper's display scales (numbers spelled by
+``pie_bench.core.formatting``, as in the HTML report)."""
 from __future__ import annotations
-
-import math
 
 from rich.console import Console
 from rich.table import Table
 
-from pie_bench.run.results import decode_float
-
-SHORT = {
-    "structure_distance": "Struct",
-    "psnr_unedit_part": "PSNR",
-    "lpips_unedit_part": "LPIPS",
-    "mse_unedit_part": "MSE",
-    "ssim_unedit_part": "SSIM",
-    "clip_similarity_target_image": "CLIP-W",
-    "clip_similarity_target_image_edit_part": "CLIP-E",
-    "clip_similarity_source_image": "CLIP-src",
-}
+from pie_bench.core.formatting import SHORT, fmt_seconds, fmt_value, metric_header
 
 
-def scale_suffix(scale: float) -> str:
-    if scale in (0, 1):
-        return ""
-    exp = round(math.log10(scale))
-    return f" x10^{exp}" if 10 ** exp == scale else f" x{scale:g}"
+def _header(name: str, info: dict) -> str:
+    return metric_header(name, info.get("scale", 1.0), info.get("higher_is_better", True))
 
 
-def metric_header(name: str, info: dict) -> str:
-    arrow = "↑" if info.get("higher_is_better", True) else "↓"
-    return f"{SHORT.get(name, name)}{scale_suffix(info.get('scale', 1.0))} {arrow}"
-
-
-def fmt_value(value, scale: float = 1.0, digits: int = 2) -> str:
-    v = decode_float(value)
-    if math.isnan(v):
-        return "–"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v * scale:.{digits}f}"
-
-
-def fmt_latency(lat: dict) -> tuple[str, str]:
-    def f(x):
-        return "–" if x is None else (f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s")
-    return f(lat.get("p50")), f(lat.get("p95"))
+def _latency(lat: dict) -> tuple[str, str]:
+    return fmt_seconds(lat.get("p50")), fmt_seconds(lat.get("p95"))
 
 
 def _metric_names(board: dict) -> list[str]:
@@ -70,7 +39,7 @@ def leaderboard_table(board: dict) -> Table:
     table.add_column("editor", style="bold")
     table.add_column("ok/fail/skip", justify="right")
     for n in names:
-        table.add_column(metric_header(n, info.get(n, {})), justify="right")
+        table.add_column(_header(n, info.get(n, {})), justify="right")
     table.add_column("p50", justify="right")
     table.add_column("p95", justify="right")
     for name, ed in board["editors"].items():
@@ -78,7 +47,7 @@ def leaderboard_table(board: dict) -> Table:
         if ed.get("load_error"):
             label += " [red](load error)[/red]"
         table.add_row(label, f"{ed['n_ok']}/{ed['n_failed']}/{ed['n_skipped']}",
-                      *[_metric_cell(ed, n, info, with_n=True) for n in names], *fmt_latency(ed.get("latency", {})))
+                      *[_metric_cell(ed, n, info, with_n=True) for n in names], *_latency(ed.get("latency", {})))
     return table
 
 
@@ -117,7 +86,7 @@ def per_category_table(board: dict) -> Table:
     table.add_column("editor")
     table.add_column("ok/fail", justify="right")
     for n in names:
-        table.add_column(metric_header(n, info.get(n, {})), justify="right")
+        table.add_column(_header(n, info.get(n, {})), justify="right")
     cats = sorted({c for e in board["editors"].values() for c in e.get("per_category", {})}, key=int)
     for c in cats:
         first = True

@@ -1,0 +1,235 @@
+"""The report's view of a leaderboard: the one place in the report package that reads leaderboard keys.
+
+Plots, tables, gallery, pages and templates see only the dataclasses below, built by ``board_view`` from
+a leaderboard as the run layer loads it (``load_board``): the JSON dict, or the typed leaderboard, which
+is read through its ``to_dict()`` until the readers here take its attributes directly. The run
+manifest's dataset block and ``compare``'s result rows are read here too, for the same reason.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pie_bench.core.formatting import SHORT, as_float, metric_label
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    scale: float = 1.0
+    higher_is_better: bool = True
+    label: Optional[str] = None  # the metric's own label, where its metric_info declares one
+    declared: bool = True  # False: only seen in the editors' blocks (no metric_info entry)
+
+    @property
+    def header(self) -> str:
+        return metric_label(self.name, self.scale, self.higher_is_better, self.label)
+
+    @property
+    def short(self) -> str:
+        return SHORT.get(self.name, self.name)
+
+
+@dataclass
+class Stat:
+    mean: float  # as stored (not at display scale); NaN when undefined
+    stderr: float
+    n: int
+
+
+@dataclass
+class Latency:
+    p50: Optional[float] = None
+    p95: Optional[float] = None
+    n: int = 0
+
+
+@dataclass
+class Block:
+    """An editor's numbers over all samples or over one edit category."""
+    n_ok: int = 0
+    n_failed: int = 0
+    n_skipped: Optional[int] = None  # category blocks carry no skip count
+    metrics: dict[str, Stat] = field(default_factory=dict)
+    latency: Latency = field(default_factory=Latency)
+
+
+@dataclass
+class Problem:
+    """A failed or skipped sample as the leaderboard lists it (its first 50 per editor)."""
+    sample_id: Optional[str]
+    text: Optional[str]  # the error, or the skip reason
+
+
+@dataclass
+class EditorView:
+    name: str
+    overall: Block
+    per_category: dict[str, Block]
+    toy: bool = False
+    load_error: Optional[str] = None
+    failures: list[Problem] = field(default_factory=list)
+    skipped: list[Problem] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    config_hash: Optional[str] = None
+    backbone: Optional[str] = None
+    paper: str = ""
+
+    @property
+    def n_unlisted(self) -> int:
+        """Failed and skipped samples beyond those listed."""
+        total = self.overall.n_failed + (self.overall.n_skipped or 0)
+        return max(0, total - len(self.failures) - len(self.skipped))
+
+    @property
+    def has_problems(self) -> bool:
+        return bool(self.load_error or self.failures or self.skipped or self.n_unlisted)
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(self.config, indent=1, sort_keys=True)
+
+
+@dataclass
+class DatasetView:
+    name: Optional[str] = None
+    source: Any = None
+    n: Optional[int] = None
+    annotations_sha256: Optional[str] = None
+    categories: Optional[list] = None  # the categories the run loaded (None: all)
+
+
+@dataclass
+class BoardView:
+    dataset: DatasetView
+    metrics: dict[str, Metric]  # metric_info order, else the names found in the editors' blocks
+    editors: dict[str, EditorView]
+    run: Optional[str] = None
+    created_at: Optional[str] = None
+    command: Optional[str] = None
+    git_sha: str = ""
+    git_dirty: bool = False
+    device: Any = None  # "k=v, ..." text
+    processes: Any = None
+    metrics_backbone: Optional[str] = None
+    packages: str = ""
+    toy: bool = False
+    toy_note: Optional[str] = None
+
+    def metric(self, name: str) -> Metric:
+        return self.metrics.get(name) or Metric(name, declared=False)
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({c for e in self.editors.values() for c in e.per_category}, key=int)
+
+
+# ---------------------------------------------------------------------------------------------
+# readers
+
+
+def _stat(m: dict) -> Stat:
+    return Stat(as_float(m.get("mean")), as_float(m.get("stderr")), int(m.get("n") or 0))
+
+
+def _block(b: dict) -> Block:
+    lat = b.get("latency") or {}
+    return Block(n_ok=b.get("n_ok", 0), n_failed=b.get("n_failed", 0), n_skipped=b.get("n_skipped"),
+                 metrics={k: _stat(v) for k, v in b.get("metrics", {}).items()},
+                 latency=Latency(lat.get("p50"), lat.get("p95"), lat.get("n", 0)))
+
+
+def _editor(name: str, ed: dict) -> EditorView:
+    return EditorView(
+        name=name, overall=_block(ed), toy=bool(ed.get("toy")), load_error=ed.get("load_error") or None,
+        per_category={c: _block(b) for c, b in ed.get("per_category", {}).items()},
+        failures=[Problem(f.get("sample_id"), f.get("error")) for f in ed.get("failures", [])],
+        skipped=[Problem(s.get("sample_id"), s.get("reason")) for s in ed.get("skipped", [])],
+        config=ed.get("config", {}), config_hash=ed.get("config_hash"), backbone=ed.get("backbone"),
+        paper=ed.get("paper", ""))
+
+
+def dataset_view(ds: Optional[dict]) -> DatasetView:
+    """A leaderboard's or a run manifest's (run.json) dataset block."""
+    ds = ds or {}
+    return DatasetView(name=ds.get("name"), source=ds.get("source"), n=ds.get("n"),
+                       annotations_sha256=ds.get("annotations_sha256"), categories=ds.get("categories") or None)
+
+
+def manifest_dataset(manifest: dict) -> Optional[DatasetView]:
+    return dataset_view(manifest["dataset"]) if manifest.get("dataset") else None
+
+
+def load_board(path: Path):
+    """The leaderboard at ``path``, loaded and version-checked by the run layer."""
+    try:  # the typed leaderboard (pie_bench.run.leaderboard); the fallback goes once that has landed
+        from pie_bench.run.leaderboard import load_leaderboard
+    except ImportError:  # pragma: no cover
+        from pie_bench.run.results import load_leaderboard
+    return load_leaderboard(path)
+
+
+def board_view(board) -> BoardView:
+    """The view of a leaderboard: its dict, or the typed one (``to_dict``); a view passes through."""
+    if isinstance(board, BoardView):
+        return board
+    if hasattr(board, "to_dict"):
+        board = board.to_dict()
+    info = board.get("metric_info", {})
+    editors = {n: _editor(n, e) for n, e in board["editors"].items()}
+    if info:
+        metrics = {n: Metric(n, i.get("scale", 1.0), i.get("higher_is_better", True), i.get("label"))
+                   for n, i in info.items()}
+    else:
+        metrics = {n: Metric(n, declared=False)
+                   for n in sorted({m for e in board["editors"].values() for m in e.get("metrics", {})})}
+    git, dev, pk = board.get("git", {}), board.get("device", {}), board.get("packages", {})
+    return BoardView(
+        dataset=dataset_view(board.get("dataset")), metrics=metrics, editors=editors, run=board.get("run"),
+        created_at=board.get("created_at"), command=board.get("command"), git_sha=str(git.get("sha", "")),
+        git_dirty=bool(git.get("dirty")),
+        device=", ".join(f"{k}={v}" for k, v in dev.items()) if isinstance(dev, dict) else dev,
+        processes=board.get("processes"), metrics_backbone=board.get("metrics_backbone"),
+        packages=", ".join(f"{k} {v}" for k, v in pk.items()) if isinstance(pk, dict) else pk,
+        toy=bool(board.get("toy")), toy_note=board.get("toy_note"))
+
+
+def merged_metrics(a: BoardView, b: BoardView) -> dict[str, Metric]:
+    """What the compare page knows of each metric: B's declaration over A's."""
+    out = {n: m for n, m in a.metrics.items() if m.declared}
+    out.update({n: m for n, m in b.metrics.items() if m.declared})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# comparison rows (``pie_bench.report.compare.compare_leaderboards``'s result)
+
+
+@dataclass
+class CompareRow:
+    editor: str
+    metric: str
+    a: float
+    b: float
+    delta: float
+    se: float
+    n_a: Any
+    n_b: Any
+    flagged: bool
+    regression: bool
+
+
+@dataclass
+class Comparison:
+    rows: list[CompareRow]
+    notes: list[str]
+    n_flagged: int
+    n_regressions: int
+
+
+def comparison_view(result: dict) -> Comparison:
+    rows = [CompareRow(r["editor"], r["metric"], r["a"], r["b"], r["delta"], r["se"], r.get("n_a"),
+                       r.get("n_b"), r["flagged"], r["regression"]) for r in result["rows"]]
+    return Comparison(rows, list(result["notes"]), result["n_flagged"], result["n_regressions"])
