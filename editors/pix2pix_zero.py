@@ -16,44 +16,66 @@ PIE-Bench settings (the defaults here)
     target word minus that of sentences with the source word) is available with
     ``source_sentences=<file>`` and ``target_sentences=<file>`` (text files, one sentence per line);
     it then replaces the per-sample direction.
-  * DDIM inversion, 50 steps, conditional on c at guidance 1, with the noise regulariser applied to
-    every predicted ε: 5 rounds of (5 auto-correlation gradient steps with random rolls over a
-    pyramid down to 8x8, λ_ac = 20, then one KL step, λ_kl = 20). The source latent is a VAE
-    posterior *sample* (as the original), drawn with the sample's generator.
-  * editing, 50 DDIM steps, CFG 7.5 (repository default 5) with **the caption as the negative
-    prompt**: ε = ε(c) + 7.5 (ε(c + Δ) − ε(c)). A reference pass with c alone (the reconstruction)
-    records every cross-attention map; at each edit step the latent takes one SGD step of size
-    ``xa_guidance`` = 0.1 on Σ_layers ‖A_edit − A_ref‖² (sum over pixels and tokens, mean over
-    batch·heads), then ε is recomputed at the moved latent.
+  * timesteps: SD v1.4's scheduler config has ``steps_offset`` 1 (and the vendored pipeline forces 1
+    whatever the config says), so with Δ = 1000 / steps the edit runs t = 1000 − Δ + 1, …, 1
+    (50 steps: 981, 961, …, 1; 10 steps: 901, …, 1), the last step landing on ᾱ_0.
+  * DDIM inversion, conditional on c at guidance 1, on the authors' own schedule: the UNet is called at
+    the edit's timesteps in ascending order (1, 1 + Δ, …, 1000 − Δ + 1) and the step at t moves the
+    latent from ᾱ[t − 1] to ᾱ[t + Δ − 1], the last one to ᾱ_999. The edit then starts from that latent
+    at t = 1000 − Δ + 1 (the two schedules do not meet exactly; that is the authors' code, kept).
+    Every predicted ε is regularised: 5 rounds of (5 auto-correlation gradient steps with random rolls
+    over a pyramid down to 8x8, λ_ac = 20, then one KL step, λ_kl = 20). The roll amounts are Python
+    ``random.randrange`` draws, per map and pyramid level, from the global Python RNG that the driver
+    reseeds with 1234 before every sample: here a ``random.Random`` seeded with the sample's seed
+    (the seed of its generator; the harness's default seed is 1234), so every sample gets the authors'
+    rolls. The source latent is a VAE posterior *sample* (as the original), drawn from the sample's
+    generator (the driver's draw is the first one from the freshly seeded global torch RNG).
+  * editing, DDIM, CFG 7.5 (repository default 5) with **the caption as the negative prompt**:
+    ε = ε(c) + 7.5 (ε(c + Δ) − ε(c)). A reference pass with c alone (the reconstruction) records every
+    cross-attention map; at each edit step the latent takes one SGD step of size ``xa_guidance`` = 0.1
+    on Σ_layers ‖A_edit − A_ref‖² (sum over pixels and tokens, mean over batch·heads), then ε is
+    recomputed at the moved latent.
+  * the decoded image becomes uint8 by rounding (diffusers' ``numpy_to_pil``, which the driver's
+    pipeline uses), not by truncation as the P2P code does.
 
 Implementation choice: written on the shared backbone, not on diffusers'
 ``StableDiffusionPix2PixZeroPipeline``. That pipeline is deprecated (moved to ``pipelines/deprecated``
 in 0.25, its tests deleted in 2024, its docs page removed in 0.38) and may vanish in any release;
 pinning diffusers for one editor would hold the whole harness back. Writing it directly also lets us
 (1) run the reference pass in lockstep with the edit pass, so only one step's attention maps exist,
-on the device (the pipeline stores all 50 steps' maps and copies each to the CPU), (2) use the
-sample's generator for every random draw, (3) install our attention processors only for the
+on the device (the pipeline stores all 50 steps' maps and copies each to the CPU), (2) take every
+random draw from the sample's seed (its generator for the VAE noise, a Python RNG seeded from it for the
+rolls), (3) install our attention processors only for the
 duration of an edit and restore them, because the UNet is shared with the other editors (the
 pipeline replaces them for good), and (4) default to the source prompt instead of requiring a BLIP
 model, and (5) run fast: the UNet in the backbone's dtype (bf16/fp16 on a GPU) while latents, scheduler
 steps, the regulariser and the guidance loss stay fp32; fused SDPA in every attention layer whose
 probabilities nothing reads (all self-attention, and cross-attention in the no-grad edit pass); the
 reference pass on one row (its CFG has the caption as both prompts, so it is ε(c)).
-``tests/test_fast_vs_reference.py`` checks the whole edit against the shipped pipeline (fp32, 1e-3). The schedulers are diffusers' ``DDIMInverseScheduler`` / ``DDIMScheduler``. While diffusers
-still ships the pipeline, ``tests/test_pix2pix_zero.py`` checks that this editor's inversion and edit
-equal the pipeline's on the toy backbone (and skips, saying so, once it is gone).
+The edit steps with diffusers' ``DDIMScheduler`` (``steps_offset`` 1); the inversion schedule is
+written here (``inversion_schedule``), because diffusers' ``DDIMInverseScheduler`` is not the authors'
+(its steps run ᾱ[t − Δ] → ᾱ[t], and its first step barely moves the latent).
 
-Deviations from PIE-Bench's vendored code, on purpose: its inverse scheduler indexes
-``alphas_cumprod[t - 1]`` (so the first step, t = 0, reads ᾱ_999) and ends at ᾱ_999 while the edit
-starts at t = 980; we use ``DDIMInverseScheduler`` (timesteps 0…980, the P2P inversion's convention),
-whose last latent is at the level where the edit starts.
+Checks: ``tests/golden/pix2pix_zero-*.npz`` hold final latents and images produced by PIE-Bench's own
+code (``cure-lab/PnPInversion``, minimally adapted to diffusers 0.42 and the toy backbone; see
+``tests/golden/README.md``), which ``tests/test_golden_official.py`` compares with this editor.
+``tests/test_fast_vs_reference.py`` checks the whole edit against diffusers' shipped (deprecated)
+pipeline, given the authors' inverse schedule and roll draws (``benchmarks/reference/pix2pix_zero.py``),
+and ``tests/test_pix2pix_zero.py`` the same per stage (skipping, saying so, once diffusers drops it).
+
+Deviations from PIE-Bench's code: the caption (above); on CUDA the authors' VAE noise comes from the
+CUDA RNG, ours from the sample's (CPU) generator, so GPU runs use another posterior sample; and
+numerics only: the reference pass runs one row instead of two identical ones, self-attention and the
+no-grad passes use fused SDPA instead of explicit softmax, and with ``--dtype`` bf16/fp16 the UNet runs
+in that dtype. Measured on the toy backbone in fp32 (2 samples, 10 steps, xa_guidance 0.1, 1 and 30):
+final latents within 1.5e-4 of the authors' (latents up to ~12), decoded images within 0.0032/255.
 """
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -88,16 +110,22 @@ class Pix2PixZeroConfig(EditorConfig):
 # the inversion regulariser (pix2pix-zero §3.1): push a predicted ε toward i.i.d. N(0, 1)
 
 
-def draw_rolls(shape: torch.Size, generator: Optional[torch.Generator]) -> list[torch.Tensor]:
+def roll_rng(generator: torch.Generator) -> random.Random:
+    """The Python RNG the roll amounts come from: seeded with the sample's seed, as PIE-Bench's driver
+    reseeds Python's global RNG (``random.seed(1234)``) before every sample."""
+    return random.Random(generator.initial_seed())
+
+
+def draw_rolls(shape: torch.Size, rng: random.Random) -> list[torch.Tensor]:
     """Random roll amounts, one per (batch, channel) map and pyramid level, in [0, size/2).
 
-    Drawn one at a time in (batch, channel, level) order, as the original and diffusers do, so that
-    the same generator yields the same rolls as the reference implementation."""
+    ``rng.randrange`` one at a time in (batch, channel, level) order: the authors' loop draws Python
+    ``randrange(size // 2)`` per channel, then per level, so the same seed gives the same rolls."""
     b, c, h, _ = shape
     sizes = [h]
     while sizes[-1] > 8:
         sizes.append(sizes[-1] // 2)
-    amounts = [[int(torch.randint(s // 2, (1,), generator=generator).item()) for s in sizes] for _ in range(b * c)]
+    amounts = [[rng.randrange(s // 2) for s in sizes] for _ in range(b * c)]
     return [torch.tensor([a[i] for a in amounts]) for i in range(len(sizes))]
 
 
@@ -124,22 +152,22 @@ def kl_loss(eps: torch.Tensor) -> torch.Tensor:
     return var + mean**2 - 1 - torch.log(var + 1e-7)
 
 
-def regularize_noise(eps: torch.Tensor, generator, lambda_ac: float = 20.0,
+def regularize_noise(eps: torch.Tensor, rng, lambda_ac: float = 20.0,
                      lambda_kl: float = 20.0, num_reg_steps: int = 5, num_ac_rolls: int = 5) -> torch.Tensor:
     """Gradient steps on the predicted noise (in fp32 whatever the model dtype).
 
-    ``generator``: one generator, or a list with one per batch row (``edit_batch``): each row then draws
-    its rolls from its own generator and gets its own KL term, so every row is regularised exactly as
-    it would be alone, in one vectorised pass."""
+    ``rng``: one ``random.Random`` (``roll_rng``), or a list with one per batch row (``edit_batch``): each
+    row then draws its rolls from its own RNG and gets its own KL term, so every row is regularised
+    exactly as it would be alone, in one vectorised pass."""
     e = eps.detach().float()
-    per_row = isinstance(generator, (list, tuple))
-    if per_row and len(generator) != e.shape[0]:
-        raise ValueError(f"regularize_noise: {len(generator)} generators for a batch of {e.shape[0]}")
+    per_row = isinstance(rng, (list, tuple))
+    if per_row and len(rng) != e.shape[0]:
+        raise ValueError(f"regularize_noise: {len(rng)} RNGs for a batch of {e.shape[0]}")
 
     def rolls():
         if not per_row:
-            return draw_rolls(e.shape, generator)
-        parts = [draw_rolls((1, *e.shape[1:]), g) for g in generator]
+            return draw_rolls(e.shape, rng)
+        parts = [draw_rolls((1, *e.shape[1:]), r) for r in rng]
         return [torch.cat(level) for level in zip(*parts)]
 
     def kl(var):
@@ -327,20 +355,34 @@ class Pix2PixZeroEditor(Editor):
         return emb[:1] - emb[1:]
 
     # -- the two stages ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def invert(self, latents: torch.Tensor, cond: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-        """Regularised DDIM inversion at guidance 1 (conditional prediction only)."""
-        from diffusers import DDIMInverseScheduler
+    def new_scheduler(self):
+        """The edit's DDIM scheduler with the authors' timesteps (``steps_offset`` 1, see the module doc)."""
+        sched = self.backbone.new_scheduler(steps_offset=1)
+        sched.set_timesteps(self.config.num_inference_steps, device=self.backbone.device)
+        return sched
 
-        cfg, unet = self.config, self.backbone.unet
-        sched = DDIMInverseScheduler.from_config(self.backbone.scheduler.config)
-        sched.set_timesteps(cfg.num_inference_steps, device=latents.device)
-        latents = latents.float()
-        for t in sched.timesteps:
-            eps = self.eps(latents, t, cond)
-            eps = regularize_noise(eps, generator, cfg.lambda_ac, cfg.lambda_kl, cfg.num_reg_steps, cfg.num_ac_rolls)
-            latents = sched.step(eps, t, latents).prev_sample
-        return latents
+    def inversion_schedule(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(UNet timestep t, ᾱ the step starts from, ᾱ it ends at) per inversion step, as the authors'
+        inverse scheduler computes them: the edit's timesteps in ascending order, ᾱ[t − 1] → ᾱ[t + Δ − 1],
+        the index capped at the last training step (ᾱ_999)."""
+        sched = self.new_scheduler()
+        alphas = sched.alphas_cumprod
+        T = sched.config.num_train_timesteps
+        stride = T // sched.num_inference_steps
+        return [(t, alphas[t - 1], alphas[min(t + stride, T) - 1]) for t in sched.timesteps.flip(0).tolist()]
+
+    @torch.no_grad()
+    def invert(self, latents: torch.Tensor, cond: torch.Tensor, rng) -> torch.Tensor:
+        """Regularised DDIM inversion at guidance 1 (conditional prediction only) on the authors' schedule.
+        ``rng``: the roll RNG (``roll_rng``), or one per batch row."""
+        cfg = self.config
+        x = latents.float()
+        for t, a_from, a_to in self.inversion_schedule():
+            eps = self.eps(x, torch.tensor(t, device=x.device), cond)
+            eps = regularize_noise(eps, rng, cfg.lambda_ac, cfg.lambda_kl, cfg.num_reg_steps, cfg.num_ac_rolls)
+            x0 = (x - (1 - a_from) ** 0.5 * eps) / a_from.sqrt()  # the predicted clean latent
+            x = a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps  # deterministic DDIM step, up the noise levels
+        return x
 
     def eps(self, x: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
         """UNet noise prediction in fp32; only the UNet runs in the backbone's dtype (bf16/fp16 on a GPU),
@@ -352,8 +394,7 @@ class Pix2PixZeroEditor(Editor):
         """Reference (reconstruction) and edited trajectories from the inverted latent, in lockstep.
         Returns (edited latents, reconstruction latents)."""
         cfg, unet = self.config, self.backbone.unet
-        sched = self.backbone.new_scheduler()
-        sched.set_timesteps(cfg.num_inference_steps, device=x_t.device)
+        sched = self.new_scheduler()
         # rows [negatives..., edits...]: the caption is the negative prompt of its own sample
         B = x_t.shape[0]
         cond_edit = torch.cat([cond, cond + direction.to(cond)])
@@ -401,14 +442,15 @@ class Pix2PixZeroEditor(Editor):
                                            dtype=dist.mean.dtype).to(dist.mean.device) for g in generators])
             latents = (dist.mean + dist.std * noise) * bb.scaling_factor
         cond = bb.encode_prompt(captions)
-        gens = generators[0] if len(generators) == 1 else list(generators)
-        x_t = self.invert(latents, cond, gens)
+        rngs = [roll_rng(g) for g in generators]
+        x_t = self.invert(latents, cond, rngs[0] if len(rngs) == 1 else rngs)
         edited, _ = self.generate(x_t, cond, torch.cat([self.direction(s) for s in samples]))
         n = cfg.num_inference_steps
         evals = n + n + (4 if cfg.xa_guidance > 0 else 2) * n  # inversion, reference, edit (grad pass + final)
-        images = bb.decode(edited)
-        return [EditOutput(image=im, extras={"unet_evals": evals, "caption": c, "batch_size": len(samples)})
-                for im, c in zip(images, captions)]
+        images = bb.decode(edited, quantize="round")  # as diffusers' numpy_to_pil in the authors' pipeline
+        return [EditOutput(image=im, extras={"unet_evals": evals, "caption": c, "batch_size": len(samples),
+                                             "final_latent": edited[i:i + 1].detach().float().cpu().numpy()})
+                for i, (im, c) in enumerate(zip(images, captions))]
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         return self.edit_batch([sample], [generator])[0]

@@ -1,8 +1,11 @@
-"""Pix2Pix-Zero: parity with diffusers' (deprecated) pipeline, the reconstruction invariant, the
-inversion regulariser, sentence-bank directions, shared-UNet hygiene."""
+"""Pix2Pix-Zero: the authors' schedules and roll draws, parity with diffusers' (deprecated) pipeline given
+those, the reconstruction invariant, the inversion regulariser, sentence-bank directions, shared-UNet
+hygiene. (Agreement with PIE-Bench's own code: tests/test_golden_official.py.)"""
 from __future__ import annotations
 
 import dataclasses
+import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch
 from PIL import Image
 
 from editors.pix2pix_zero import (Pix2PixZeroEditor, auto_corr_loss, draw_rolls, kl_loss, probed_cross_attention,
-                                  regularize_noise)
+                                  regularize_noise, roll_rng)
 from pie_bench.core.errors import ConfigError
 
 STEPS = 3
@@ -29,7 +32,7 @@ def inverted(editor, smoke):
     g = torch.Generator().manual_seed(5)
     latents = bb.encode_image(s.image, sample=True, generator=g)
     cond = bb.encode_prompt([s.source_prompt])
-    return s, cond, editor.invert(latents, cond, g)
+    return s, cond, editor.invert(latents, cond, roll_rng(g))
 
 
 def test_defaults_are_pie_bench():
@@ -38,33 +41,46 @@ def test_defaults_are_pie_bench():
             c.num_ac_rolls, c.caption) == (50, 7.5, 0.1, 20.0, 20.0, 5, 5, "source_prompt")
 
 
-def _deprecated_pipeline_class():
+def test_authors_schedules():
+    """PIE-Bench's code: edit at 1000 − Δ + 1, …, 1 (SD v1.4's steps_offset 1); inversion at the same
+    timesteps ascending, each step ᾱ[t − 1] → ᾱ[t + Δ − 1], the last one to ᾱ_999."""
+    ed = Pix2PixZeroEditor(num_inference_steps=10)
+    ed.load("toy")
+    sched = ed.new_scheduler()
+    assert sched.timesteps.tolist() == list(range(901, 0, -100))
+    alphas = sched.alphas_cumprod
+    steps = ed.inversion_schedule()
+    assert [t for t, _, _ in steps] == list(range(1, 1000, 100))
+    assert all(torch.equal(a, alphas[t - 1]) for t, a, _ in steps)
+    assert [int((alphas - b).abs().argmin()) for _, _, b in steps] == list(range(100, 1000, 100)) + [999]
+
+
+def test_rolls_are_the_authors_python_draws():
+    """One ``randrange(size // 2)`` per channel and pyramid level, channel-major, from Python's RNG seeded
+    with the sample's seed (the authors' driver calls ``random.seed(1234)`` before every sample)."""
+    rolls = draw_rolls((1, 4, 32, 32), roll_rng(torch.Generator().manual_seed(1234)))
+    r = random.Random(1234)
+    expected = [[r.randrange(16), r.randrange(8), r.randrange(4)] for _ in range(4)]
+    assert [lvl.tolist() for lvl in rolls] == [list(col) for col in zip(*expected)]
+
+
+def _deprecated_pipeline(bb, seed):
     try:
-        from diffusers.pipelines.deprecated.stable_diffusion_variants.pipeline_stable_diffusion_pix2pix_zero import \
-            StableDiffusionPix2PixZeroPipeline
+        from benchmarks.reference.pix2pix_zero import build_pipeline
+
+        return build_pipeline(bb, seed)
     except ImportError:
         pytest.skip("diffusers no longer ships StableDiffusionPix2PixZeroPipeline; the editor does not use it, "
                     "only this parity check did")
-    return StableDiffusionPix2PixZeroPipeline
-
-
-def _deprecated_pipeline(bb):
-    from diffusers import DDIMInverseScheduler
-
-    pipe = _deprecated_pipeline_class()(
-        vae=bb.vae, text_encoder=bb.text_encoder, tokenizer=bb.tokenizer, unet=bb.unet, scheduler=bb.new_scheduler(),
-        feature_extractor=None, safety_checker=None, caption_generator=None, caption_processor=None,
-        inverse_scheduler=DDIMInverseScheduler.from_config(bb.scheduler.config), requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def test_parity_with_diffusers_pipeline(editor, inverted):
-    """Inversion (VAE sample + regulariser rolls from the same generator) and edit (CFG with the caption as
-    negative prompt, cross-attention guidance) equal diffusers' independent implementation."""
+    """Inversion (VAE sample from the same generator, rolls from the same seed) and edit (CFG with the
+    caption as negative prompt, cross-attention guidance) equal diffusers' independent implementation,
+    run with the authors' inverse schedule, timesteps and roll draws (benchmarks/reference/pix2pix_zero.py)."""
     bb = editor.backbone
     s, cond, ours_inv = inverted
-    pipe = _deprecated_pipeline(bb)
+    pipe = _deprecated_pipeline(bb, 5)
     saved = dict(bb.unet.attn_processors)
     try:
         img = Image.fromarray(s.image).resize((bb.resolution,) * 2, Image.LANCZOS)
@@ -100,12 +116,17 @@ def test_zero_direction_reproduces_reconstruction(editor, inverted):
 
 
 def test_regularizer_losses_match_reference():
-    """Vectorised auto-correlation loss with per-map rolls == the reference's per-channel loop, same rolls."""
-    P = _deprecated_pipeline_class()
+    """Vectorised auto-correlation loss with per-map rolls == the pipeline's per-channel loop, same rolls."""
+    try:
+        from benchmarks.reference.pix2pix_zero import pipeline_class
+
+        P = pipeline_class()
+    except ImportError:
+        pytest.skip("diffusers no longer ships StableDiffusionPix2PixZeroPipeline")
     torch.manual_seed(0)
     x = torch.randn(1, 4, 32, 32)
-    ours = auto_corr_loss(x, draw_rolls(x.shape, torch.Generator().manual_seed(3)))
-    ref = P.auto_corr_loss(None, x, generator=torch.Generator().manual_seed(3))
+    ours = auto_corr_loss(x, draw_rolls(x.shape, random.Random(3)))
+    ref = P.auto_corr_loss(SimpleNamespace(roll_rng=random.Random(3)), x)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
     assert kl_loss(x).item() == pytest.approx(P.kl_divergence(None, x).item(), rel=1e-6)
 
@@ -113,12 +134,11 @@ def test_regularizer_losses_match_reference():
 def test_regularizer_whitens_noise():
     # spatially correlated, off-scale noise: the regulariser lowers both losses
     smooth = torch.nn.functional.avg_pool2d(torch.randn(1, 4, 36, 36), 5, stride=1) * 3 + 0.5
-    g = torch.Generator().manual_seed(0)
-    fixed = regularize_noise(smooth, g)
-    rolls = draw_rolls(smooth.shape, torch.Generator().manual_seed(1))
+    fixed = regularize_noise(smooth, random.Random(0))
+    rolls = draw_rolls(smooth.shape, random.Random(1))
     assert auto_corr_loss(fixed, rolls) < 0.5 * auto_corr_loss(smooth, rolls)
     assert kl_loss(fixed) < kl_loss(smooth)  # each KL step is small on a 4x32x32 map (grad ~ 1/N)
-    assert torch.equal(fixed, regularize_noise(smooth, torch.Generator().manual_seed(0))), "seeded"
+    assert torch.equal(fixed, regularize_noise(smooth, random.Random(0))), "seeded"
 
 
 def test_processors_restored_even_on_error(editor):
