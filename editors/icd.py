@@ -29,7 +29,13 @@ PIE-Bench settings (``launch_editing_iCD_sd1.5.sh``, the defaults here)
     for steps < int(0.6·4) = 2, Replace controller when the prompts have the same word count else
     Refine, LocalBlend on the blended words from step 0 (threshold 0.3), and the target's added
     non-stop-words (NLTK's English list) re-weighted ×4 (amplify factor).
-  * fp32, seed: the harness seed (the iCD script used 30).
+  * fp32, seed: the harness seed (the iCD script used 30; the noise is drawn the same way, a CPU generator).
+  * LoRA tensors rounded to fp16 before they are merged (``lora_dtype``), as the authors' loader casts them
+    (``utils/loading.py``), even in their fp32 run; uint8 by truncation, as their ``latent2image``.
+
+Checked by running the authors' ``running/sd1.5/edit.py`` on the toy backbone (``tests/golden/icd-*.npz``,
+README there): final latent max |Δ| ≤ 2.2e-4, uint8 ≤ 1 level on ≤ 0.03 % of the values; without the fp16
+rounding of the LoRAs the same comparison gave 0.10 and 2 levels.
 
 The Prompt-to-Prompt attention control is the harness's one implementation, ``editors.p2p``.
 The reference runs the reverse UNet on [∅, ∅, src, tgt] and discards the ∅ rows (with a w-embedding
@@ -97,6 +103,11 @@ class ICDConfig(EditorConfig):
     forward_lora: str = "forward-19-259-519-779.safetensors"  # file name in lora_source (hub repo or folder)
     reverse_lora: str = "reverse-259-519-779-999.safetensors"
     lora_alpha: float = ICD_LORA_ALPHA  # used for PEFT-layout files, which carry no alpha
+    # dtype the LoRA tensors are rounded to before they are loaded and merged: the authors' loader casts them to
+    # fp16 (utils/loading.py: get_module_kohya_state_dict(..., torch.float16)) even in the fp32 PIE-Bench run, so
+    # "float16" is the default; "" keeps them as stored (in the UNet's dtype). On the toy this alone moves the
+    # final latent by up to 0.1 and the image by up to 2/255 (README "iCD against the authors' code")
+    lora_dtype: str = "float16"
     # merge each adapter into its own UNet copy, as the reference does (two pipeline copies): no LoRA matmuls
     # per call, at the memory of two more UNets; false switches peft adapters on the one shared UNet instead
     fuse_lora: bool = True
@@ -213,8 +224,10 @@ def normalise_lora_state_dict(state: dict, unet, default_alpha: float) -> tuple[
     return out, {m: alphas.get(m, default_alpha) for m in modules}
 
 
-def add_lora_adapter(unet, path: Path, adapter_name: str, default_alpha: float = ICD_LORA_ALPHA) -> None:
-    """Load a LoRA file (safetensors) into ``unet`` as the peft adapter ``adapter_name``."""
+def add_lora_adapter(unet, path: Path, adapter_name: str, default_alpha: float = ICD_LORA_ALPHA,
+                     round_to: Optional[torch.dtype] = None) -> None:
+    """Load a LoRA file (safetensors) into ``unet`` as the peft adapter ``adapter_name``; ``round_to``
+    rounds every tensor to that dtype first (iCD's loader: fp16), then it is held in the UNet's dtype."""
     from peft import LoraConfig, set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -234,6 +247,8 @@ def add_lora_adapter(unet, path: Path, adapter_name: str, default_alpha: float =
     with warnings.catch_warnings():  # peft warns on every adapter after the first; two is the design here
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         unet.add_adapter(config, adapter_name=adapter_name)
+    if round_to is not None:
+        state = {k: v.to(round_to) for k, v in state.items()}
     result = set_peft_model_state_dict(unet, {k: v.to(unet.dtype) for k, v in state.items()},
                                        adapter_name=adapter_name)
     unexpected = [k for k in result.unexpected_keys if "lora" in k]
@@ -274,9 +289,21 @@ def build_toy_lora_folder(unet, config: ICDConfig, rank: int = 4, seed: int = 0)
     return folder
 
 
-def adapter_name(kind: str, path: Path) -> str:
-    """Adapters are named after their file so a UNet shared by several editor instances loads each once."""
-    return f"icd_{kind}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+def adapter_name(kind: str, path: Path, lora_dtype: str = "") -> str:
+    """Adapters are named after their file (and the dtype they were rounded to) so a UNet shared by several
+    editor instances loads each once."""
+    key = str(path.resolve()) + (f"|{lora_dtype}" if lora_dtype else "")
+    return f"icd_{kind}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def lora_round_dtype(name: str) -> Optional[torch.dtype]:
+    """``ICDConfig.lora_dtype`` -> the torch dtype (None: keep the tensors as stored)."""
+    if not name:
+        return None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"icd.lora_dtype={name!r}: expected a floating dtype name (float16, bfloat16, float32) or ''")
+    return dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,13 +340,14 @@ class ICDEditor(Editor):
             raise ConfigError(f"icd: the UNet of backbone {backbone!r} has no guidance embedding "
                               "(time_cond_proj_dim); iCD needs the guidance-distilled teacher "
                               f"(--editor-arg icd.teacher_unet={ICD_TEACHER_UNET})")
+        round_to = lora_round_dtype(cfg.lora_dtype)
         source = str(build_toy_lora_folder(bb.unet, cfg)) if backbone == "toy" else cfg.lora_source
         self.adapters = {}
         for kind, filename in (("forward", cfg.forward_lora), ("reverse", cfg.reverse_lora)):
             path = resolve_lora_file(source, filename)
-            name = adapter_name(kind, path)
+            name = adapter_name(kind, path, cfg.lora_dtype)
             if name not in getattr(bb.unet, "peft_config", {}):
-                add_lora_adapter(bb.unet, path, name, cfg.lora_alpha)
+                add_lora_adapter(bb.unet, path, name, cfg.lora_alpha, round_to)
             self.adapters[kind] = name
         from peft.tuners.lora import LoraLayer
 
@@ -417,6 +445,7 @@ class ICDEditor(Editor):
         cond = bb.encode_prompt([sample.source_prompt, sample.target_prompt])
         x_T = self.invert(bb.encode_image(sample.image), cond[:1], generator)
         latents = self.generate(x_T, cond, controller)
-        extras = {"unet_calls": self.calls, "unet_evals": self.evals, "unet_backward": 0}
+        extras = {"unet_calls": self.calls, "unet_evals": self.evals, "unet_backward": 0,
+                  "final_latent": latents[1:2].float().cpu().numpy()}
         extras.update(controller.describe())
-        return EditOutput(image=bb.decode(latents[1:2])[0], extras=extras)
+        return EditOutput(image=bb.decode(latents[1:2], quantize="truncate")[0], extras=extras)

@@ -21,9 +21,25 @@ UNet runs in the backbone's dtype (bf16/fp16 on a GPU), (2) batch several sample
 sample's output does not depend on its batch-mates), and (3) skip the pipeline's per-call prompt and
 image re-processing. Attention stays diffusers' fused SDPA (nothing here reads attention maps).
 ``tests/test_fast_vs_reference.py`` checks it equals the shipped pipeline (fp32, to 1e-3).
-The image latent is the VAE posterior mode, unscaled, as in the original and in diffusers. The
-Euler-ancestral scheduler uses ``linspace`` timestep spacing, which is what the original
-k-diffusion sampler's ``get_sigmas`` does.
+The image latent is the VAE posterior mode, unscaled, as in the original and in diffusers.
+
+Against the authors' code (PnPInversion's ``run_editing_instructpix2pix.py``: k-diffusion's
+``CompVisDenoiser`` + ``sample_euler_ancestral``), checked by running it on the toy backbone
+(``tests/golden/ip2p-*.npz``, README there):
+  * noise levels: k-diffusion's ``get_sigmas(n)`` (``k_diffusion_sigmas``): t = linspace(999, 0, n), sigma
+    interpolated in log sigma over LDM's float64-cumprod ``alphas_cumprod``. diffusers' Euler-ancestral
+    interpolates sigma linearly, which differs where t is fractional (50 steps: up to 7.6e-5 relative; toy
+    final latent 4.3e-4 → 1.2e-4 from the authors' once fixed). The UNet sees t itself, where k-diffusion
+    passes ``sigma_to_t(sigma)`` (the same t to ~1e-4).
+  * uint8: truncation (``x.type(torch.uint8)``), not diffusers' rounding (``numpy_to_pil``).
+  * noise: the same draws in the same order (initial latent × sigma_0, then one per step) from the
+    sample's generator; the authors draw with the global RNG of the model's device (CUDA) after
+    ``setup_seed(1234)``, so on a GPU their per-seed noise cannot be reproduced by a CPU generator (the
+    harness keeps its device-independent CPU draws; on the CPU the two are the same numbers).
+  * precision: PIE-Bench ran under ``autocast("cuda")`` (fp16 matmuls); the harness runs the UNet in the
+    backbone's dtype with fp32 latents and sampler arithmetic.
+Measured (toy, fp32, 10 and 50 steps, 2 samples): final latent max |Δ| ≤ 2.2e-4, uint8 ≤ 1 level on
+≤ 0.02 % of the values.
 
 A sample without an instruction (PIE_Bench_pp has none) is skipped with a recorded reason:
 ``requires`` includes ``instruction`` and ``Editor.skip_reason`` reports it before ``edit`` runs.
@@ -59,6 +75,33 @@ def euler_ancestral_scheduler(ddim_config):
     keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
     return EulerAncestralDiscreteScheduler(**{k: ddim_config[k] for k in keys if k in ddim_config},
                                            timestep_spacing="linspace")
+
+
+def k_diffusion_sigmas(ddim_config, n: int) -> tuple[list[float], torch.Tensor]:
+    """The original sampler's noise levels: k-diffusion's ``CompVisDenoiser.get_sigmas(n)`` over the LDM model's
+    ``alphas_cumprod`` (betas and their cumulative product in float64, stored as float32, as LDM's
+    ``register_schedule`` does): t = linspace(T-1, 0, n), sigma(t) interpolated linearly in log sigma between
+    the two neighbouring training levels, then a final 0. Returns (n + 1 sigmas, the n timesteps)."""
+    import numpy as np
+
+    T = int(ddim_config.get("num_train_timesteps", 1000))
+    kind, b0, b1 = ddim_config.get("beta_schedule", "scaled_linear"), ddim_config["beta_start"], ddim_config["beta_end"]
+    if ddim_config.get("trained_betas") is not None:
+        betas = np.asarray(ddim_config["trained_betas"], dtype=np.float64)
+    elif kind == "scaled_linear":  # LDM's "linear": linspace of the square roots
+        betas = np.linspace(b0 ** 0.5, b1 ** 0.5, T, dtype=np.float64) ** 2
+    elif kind == "linear":
+        betas = np.linspace(b0, b1, T, dtype=np.float64)
+    else:
+        from diffusers import DDPMScheduler
+
+        betas = DDPMScheduler(**{k: v for k, v in ddim_config.items() if not k.startswith("_")}).betas.double().numpy()
+    ac = torch.tensor(np.cumprod(1.0 - betas), dtype=torch.float32)
+    log_sigmas = (((1 - ac) / ac) ** 0.5).log()
+    t = torch.linspace(T - 1, 0, n)
+    lo, hi, w = t.floor().long(), t.ceil().long(), t.frac()
+    sigmas = ((1 - w) * log_sigmas[lo] + w * log_sigmas[hi]).exp()
+    return sigmas.tolist() + [0.0], t
 
 
 class InstructPix2PixEditor(Editor):
@@ -102,9 +145,8 @@ class InstructPix2PixEditor(Editor):
             raise ValueError("edit_latents_batch: one generator per sample")
         cfg, bb, unet = self.config, self.backbone, self.unet
         B, dev = len(samples), bb.device
-        sched = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
-        sched.set_timesteps(cfg.num_inference_steps, device=dev)
-        sigmas = sched.sigmas.to(torch.float32).cpu().tolist()
+        sigmas, timesteps = k_diffusion_sigmas(self.backbone.scheduler.config, cfg.num_inference_steps)
+        timesteps = timesteps.to(dev)
         text = bb.encode_prompt([s.instruction for s in samples])
         images = torch.cat([bb.image_to_tensor(s.image) for s in samples])
         img_lat = bb.vae.encode(images).latent_dist.mode()
@@ -115,7 +157,7 @@ class InstructPix2PixEditor(Editor):
         else:
             context = text
         shape = (1, bb.vae.config.latent_channels, *img_lat.shape[-2:])
-        n = len(sched.timesteps)
+        n = len(timesteps)
         # Every normal draw (the initial latent, then one per step) is made where each generator lives (the
         # CPU for the harness), in the order diffusers' randn_tensor makes them. The CPU sampler fills
         # blocks of 16, so when a draw's size is a multiple of 16 one draw of n + 1 latents yields the same
@@ -129,10 +171,10 @@ class InstructPix2PixEditor(Editor):
         else:
             draw_next = lambda: torch.cat([torch.randn(shape, generator=g, device=g.device, dtype=torch.float32)
                                            .to(dev) for g in generators])
-        x = draw_next() * float(sched.init_noise_sigma)
+        x = draw_next() * sigmas[0]  # the original: torch.randn_like(...) * sigmas[0]
         rows = 3 if self.guided else 1
         dtype = getattr(unet, "dtype", bb.dtype)
-        for i, t in enumerate(sched.timesteps):
+        for i, t in enumerate(timesteps):
             sigma, sigma_to = sigmas[i], sigmas[i + 1]
             x_in = (x / (sigma ** 2 + 1) ** 0.5).repeat(rows, 1, 1, 1)
             eps = unet(torch.cat([x_in, img_lat.to(x_in)], dim=1).to(dtype), t,
@@ -155,8 +197,10 @@ class InstructPix2PixEditor(Editor):
         one by one up to floating-point reassociation."""
         latents = self.edit_latents_batch(samples, generators)
         evals = self.config.num_inference_steps * (3 if self.guided else 1)
-        images = self.backbone.decode(latents)
-        return [EditOutput(image=im, extras={"unet_evals": evals, "batch_size": len(samples)}) for im in images]
+        images = self.backbone.decode(latents, quantize="truncate")  # PnPInversion: x.type(torch.uint8)
+        return [EditOutput(image=im, extras={"unet_evals": evals, "batch_size": len(samples),
+                                             "final_latent": latents[i:i + 1].float().cpu().numpy()})
+                for i, im in enumerate(images)]
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         return self.edit_batch([sample], [generator])[0]

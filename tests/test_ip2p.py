@@ -31,6 +31,27 @@ def test_pipeline_shares_backbone_modules_and_uses_euler_ancestral(editor):
     assert editor.pipe.unet.config.in_channels == 8
 
 
+def test_sigmas_are_k_diffusions_log_linear_schedule(editor):
+    """The original sampler's levels (k-diffusion CompVisDenoiser.get_sigmas over LDM's float64 alphas_cumprod):
+    at integer t they are the training sigmas; between two training steps they are interpolated in log sigma
+    (diffusers' Euler-ancestral interpolates sigma linearly, which the 50-step PIE-Bench schedule hits)."""
+    from editors.ip2p import k_diffusion_sigmas
+
+    conf = editor.backbone.scheduler.config
+    betas = np.linspace(conf["beta_start"] ** 0.5, conf["beta_end"] ** 0.5, 1000, dtype=np.float64) ** 2
+    ac = np.cumprod(1 - betas).astype(np.float32)
+    train = ((1 - ac) / ac) ** 0.5
+    sigmas, t = k_diffusion_sigmas(conf, 10)
+    assert t.tolist() == list(range(999, -1, -111)) and sigmas[-1] == 0.0 and len(sigmas) == 11
+    np.testing.assert_allclose(sigmas[:-1], train[t.long().numpy()], rtol=1e-6)
+    sigmas, t = k_diffusion_sigmas(conf, 50)
+    lo, w = int(t[1].floor()), float(t[1] - t[1].floor())
+    assert 0 < w < 1
+    np.testing.assert_allclose(sigmas[1], np.exp((1 - w) * np.log(train[lo]) + w * np.log(train[lo + 1])), rtol=1e-5)
+    linear = (1 - w) * train[lo] + w * train[lo + 1]
+    assert abs(sigmas[1] - linear) > 1e-6 * linear  # not diffusers' linear interpolation
+
+
 def test_sample_without_instruction_is_skipped_with_reason(editor, smoke, tmp_path):
     from pie_bench.datasets.pie import Dataset
     from pie_bench.run.runner import BenchOptions, run_bench
