@@ -69,10 +69,15 @@ class Editor:
         the reason instead of recording a load failure), or None."""
         return None
 
-    def load(self, backbone: str = "toy", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        """Load weights. ``backbone`` is ``toy``, ``sd14``, ``sd15``, ``shapes``, a hub id or a local dir."""
+    def bind_backbone(self, backbone: str) -> None:
+        """Record which backbone this editor runs on before it loads: the config hash (and so the run
+        folder's bookkeeping) includes it, and the toy label follows from it."""
         self.backbone_id = backbone
         self.is_toy = backbone == "toy" and self.uses_backbone
+
+    def load(self, backbone: str = "toy", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        """Load weights. ``backbone`` is ``toy``, ``sd14``, ``sd15``, ``shapes``, a hub id or a local dir."""
+        self.bind_backbone(backbone)
         self.device = torch.device(device)
         self.dtype = dtype
 

@@ -74,18 +74,19 @@ def make_pie_folder(root: Path) -> Path:
 
 def bench(data_root: Path, out: Path, editors=EDITORS, metrics_backbone="toy") -> dict:
     from editors import registry as reg
+    from pie_bench.core.registry import Entry
     from metrics.registry import build_metrics
     from pie_bench.datasets.pie import load_dataset
     from pie_bench.run.runner import BenchOptions, run_bench
 
     table = reg.registry(refresh=True)
-    table["flaky"] = reg.EditorEntry("flaky", "tests.test_report:FlakyEditor", "test", _cls=FlakyEditor)
+    table["flaky"] = Entry("flaky", "tests.test_report:FlakyEditor", "test", "editor", _obj=FlakyEditor)
     try:
         ds = load_dataset(str(data_root))
         metrics = build_metrics(["psnr_unedit_part", "mse_unedit_part"], metrics_backbone)
         return run_bench(ds, BenchOptions(editors=list(editors), backbone="toy"), metrics, out)
     finally:
-        reg._REGISTRY = None
+        reg.registry(refresh=True)
 
 
 @pytest.fixture(scope="module")

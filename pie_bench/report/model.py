@@ -1,11 +1,12 @@
 """The report's view of a leaderboard: the one place in the report package that reads leaderboard keys.
 
-Plots, tables, gallery, pages and templates see only the dataclasses below, built by ``board_view`` from
-a leaderboard as the run layer loads it (``load_board``): the JSON dict, or the typed leaderboard, which
-is read through its ``to_dict()`` until the readers here take its attributes directly. The run
-manifest's dataset block and ``compare``'s result rows are read here too, for the same reason.
+A leaderboard is typed (``pie_bench.run.leaderboard``); the view reads its serialised form. Plots, tables, gallery,
+pages and templates see only the dataclasses below, built by ``board_view``; a typed leaderboard then
+replaces this module's readers and nothing else. The run manifest's dataset block and ``compare``'s
+result rows are read here too, for the same reason.
 """
 from __future__ import annotations
+
 
 import json
 from dataclasses import dataclass, field
@@ -164,10 +165,8 @@ def manifest_dataset(manifest: dict) -> Optional[DatasetView]:
 
 def load_board(path: Path):
     """The leaderboard at ``path``, loaded and version-checked by the run layer."""
-    try:  # the typed leaderboard (pie_bench.run.leaderboard); the fallback goes once that has landed
-        from pie_bench.run.leaderboard import load_leaderboard
-    except ImportError:  # pragma: no cover
-        from pie_bench.run.results import load_leaderboard
+    from pie_bench.run.leaderboard import load_leaderboard
+
     return load_leaderboard(path)
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pie_bench.core.errors import ResultsError
-from pie_bench.run.results import decode_float
+from pie_bench.core.provenance import git_state, now_iso, package_versions
+from pie_bench.run.results import decode_float, summarise_editor
+from pie_bench.run.run_folder import RunFolder
 
 LEADERBOARD_KIND = "pie_bench.leaderboard"
 LEADERBOARD_VERSION = 2
@@ -163,3 +165,57 @@ def load_leaderboard(path: Path) -> Leaderboard:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: not valid JSON ({exc}); regenerate it with `pie-bench bench`") from None
     return Leaderboard.from_dict(data, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# built from a run folder
+
+
+def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, extra: dict) -> Leaderboard:
+    manifest = folder.read_manifest() or {"editors": {}}
+    records = folder.records()
+    editors = {}
+    for name, info in manifest["editors"].items():
+        recs = [r for r in records if r.editor == name and r.config_hash == info["config_hash"]
+                and r.dataset_sha256 == dataset_info.get("annotations_sha256")]
+        if not recs and name not in extra.get("load_errors", {}):
+            continue
+        editors[name] = {**info, **summarise_editor(recs, metric_info)}
+        if name in extra.get("load_errors", {}):
+            editors[name]["load_error"] = extra["load_errors"][name]
+    toy = any(e.get("toy") for e in editors.values()) or bool(extra.get("metrics_toy"))
+    # a resumed run may mix records from launches with different process counts
+    launches = sorted({r.world for r in records if r.editor in editors})
+    return Leaderboard.from_dict({
+        "kind": LEADERBOARD_KIND,
+        "schema_version": LEADERBOARD_VERSION,
+        "selection": extra.get("selection", {}),
+        "created_at": now_iso(),
+        "run": folder.root.name,
+        "command": extra.get("command", ""),
+        "toy": toy,
+        "toy_note": _toy_note(editors, metric_info) if toy else "",
+        "git": git_state(),
+        "packages": package_versions(),
+        "device": extra.get("device", {}),
+        "processes": extra.get("world", 1),
+        "processes_in_records": launches,
+        "n_failed": sum(e.get("n_failed", 0) for e in editors.values()),
+        "dataset": dataset_info,
+        "metrics_backbone": extra.get("metrics_backbone", ""),
+        "metric_info": metric_info,
+        "editors": editors,
+    })
+
+
+def _toy_note(editors: dict, metric_info: dict) -> str:
+    """Say exactly which numbers come from toy (random-weight) models."""
+    toy_editors = [n for n, e in editors.items() if e.get("toy")]
+    toy_metrics = [n for n, i in metric_info.items() if i.get("toy")]
+    parts = []
+    if toy_editors:
+        parts.append(f"editors {', '.join(toy_editors)} ran on toy (random-weight) models: their numbers check the "
+                     "pipeline, not editing quality")
+    if toy_metrics:
+        parts.append(f"metrics {', '.join(toy_metrics)} use toy (random) weights: their values check the pipeline only")
+    return "; ".join(parts)

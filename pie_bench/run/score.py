@@ -6,13 +6,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pie_bench.datasets.pie import Dataset, safe_join
 from pie_bench.core.errors import DataError
+from pie_bench.datasets.pie import Dataset, safe_join
+from pie_bench.run.distributed import Dist
 from pie_bench.run.lock import FolderLock
-from pie_bench.core.provenance import device_label, now_iso
-from pie_bench.run.results import JsonlWriter, SampleRecord
-from pie_bench.run.run_folder import RunFolder
-from pie_bench.run.runner import BenchOptions, one_line, score_sample, write_leaderboard
+from pie_bench.run.results import JsonlWriter
+from pie_bench.run.runner import BenchOptions, Runner, one_line, score_sample
 
 
 def official_crop(img: Image.Image) -> np.ndarray:
@@ -43,22 +42,23 @@ def find_edited(root: Path, sample) -> Path:
 
 def score_folder(ds: Dataset, root: Path, method: str, metrics: list, out: Path, *, device: str = "cpu",
                  command: str = "") -> dict:
+    """Score images made elsewhere through the benchmark's own ``Runner``: the same records, folder,
+    lock, metrics and leaderboard as ``bench``; only the edit step is "read the file"."""
     if not root.is_dir():
         raise DataError(f"{root}: edited-image folder does not exist")
-    folder = RunFolder(out)
-    folder.create()
+    runner = Runner(ds, BenchOptions(editors=[method], command=command, device=device), metrics, out,
+                    dist=Dist())
+    runner.folder.create()
     # the same lock as `bench`: two writers appending to one samples.jsonl would interleave records
-    with FolderLock(folder.root, command):
+    with FolderLock(runner.folder.root, command):
         info = {"config": {"source": str(root)}, "config_hash": "external", "backbone": "external", "toy": False,
                 "seed": None, "paper": "scored from a folder"}
-        folder.prepare(ds.describe(), {method: info}, {"metrics": [m.name for m in metrics]})
-        done = folder.done_keys()
-        writer = JsonlWriter(folder.shard_path())
+        runner.folder.prepare(ds.describe(), {method: info}, {"metrics": [m.name for m in metrics]})
+        done = runner.folder.done_keys()
+        runner.writer = JsonlWriter(runner.folder.shard_path())
         try:
             for sample in ds.samples:
-                rec = SampleRecord(sample_id=sample.id, editor=method, config_hash="external", dataset=ds.name,
-                                   dataset_sha256=ds.annotations_sha256, edit_type=sample.edit_type, status="ok",
-                                   device=device_label(device), created_at=now_iso())
+                rec = runner.new_record(method, "external", sample)
                 if rec.key in done:
                     continue
                 try:
@@ -69,7 +69,7 @@ def score_folder(ds: Dataset, root: Path, method: str, metrics: list, out: Path,
                     rec.metrics = score_sample(metrics, sample, edited)
                 except Exception as exc:
                     rec.status, rec.error = "failed", one_line(exc)
-                writer.write(rec)
+                runner.write(rec)
         finally:
-            writer.close()
-        return write_leaderboard(folder, ds, BenchOptions(editors=[method], command=command, device=device), metrics)
+            runner.writer.close()
+        return runner.write_leaderboard()
