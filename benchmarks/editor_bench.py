@@ -32,10 +32,6 @@ def captured_decode(bb):
         del bb.decode
 
 
-def backbone_of(ed):
-    return getattr(ed, "backbone", None) or getattr(ed, "bb")
-
-
 def clear_shared_state() -> None:
     try:
         from editors.inversion import INVERSION_CACHE
@@ -66,7 +62,6 @@ def run_reference(name: str, ed, sample, seed: int):
     raise KeyError(name)
 
 
-
 def bench_editor(name, args, device, dtype, samples, peak) -> dict:
     from benchmarks.reference.common import count_unet_rows, unets_of
     from editors.registry import get_editor_class
@@ -93,7 +88,7 @@ def bench_editor(name, args, device, dtype, samples, peak) -> dict:
     except Exception as exc:
         return {**res, "status": "unavailable", "reason": one_line(exc)}
     res["config"] = {k: v for k, v in ours.config_dict().items() if isinstance(v, (int, float, str, bool))}
-    bb, bb_ref = backbone_of(ours), backbone_of(ref)
+    bb, bb_ref = ours.backbone, ref.backbone
     seed = args.seed
 
     def run_ours(s):

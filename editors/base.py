@@ -58,6 +58,7 @@ class Editor:
         if overrides:
             self.config = apply_overrides(self.config, overrides, self.name)
         self.backbone_id: str = ""
+        self.backbone = None  # the loaded backbone (editors.backbone.Backbone), the same name in every editor
         self.is_toy: bool = False
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -88,7 +89,10 @@ class Editor:
         return None
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput | np.ndarray:
-        raise NotImplementedError
+        """One sample. Implement this, or ``edit_batch`` (this default then edits a batch of one)."""
+        if type(self).edit_batch is Editor.edit_batch:
+            raise NotImplementedError(f"{type(self).__name__} implements neither edit nor edit_batch")
+        return self.edit_batch([sample], [generator])[0]
 
     def edit_batch(self, samples: list[Sample], generators: list[torch.Generator]) -> list:
         """Edit several samples (``bench --batch-size``). Override it where one batched pass is faster;

@@ -202,5 +202,3 @@ class InstructPix2PixEditor(Editor):
                                              "final_latent": latents[i:i + 1].float().cpu().numpy()})
                 for i, im in enumerate(images)]
 
-    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        return self.edit_batch([sample], [generator])[0]

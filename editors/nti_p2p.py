@@ -43,7 +43,7 @@ class NullTextP2PEditor(InversionP2PEditor):
 
     def null_embeddings(self, *, trajectory, cond_src, uncond, sched, counter, extras):
         cfg = self.config
-        res = null_text_inversion(self.bb.unet, trajectory, cond_src, uncond, sched,
+        res = null_text_inversion(self.backbone.unet, trajectory, cond_src, uncond, sched,
                                   guidance=cfg.guidance_scale, inner_steps=cfg.inner_steps,
                                   early_stop_epsilon=cfg.early_stop_epsilon, early_stop_slope=cfg.early_stop_slope,
                                   lr=cfg.learning_rate, lr_decay=cfg.lr_decay, counter=counter)

@@ -84,6 +84,7 @@ import torch.nn.functional as F
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
+from editors.attention import HeadAttnProcessor, attention_probs, swapped_processors
 from editors.backbone import load_backbone
 from editors.base import EditOutput, Editor, EditorConfig
 
@@ -203,60 +204,29 @@ class CrossAttentionProbe:
         return maps
 
 
-class ProbedCrossAttnProcessor:
-    """Cross-attention with explicit probabilities (SDPA never exposes them), handed to a probe."""
+class ProbedCrossAttnProcessor(HeadAttnProcessor):
+    """Cross-attention whose probabilities are handed to a probe while it records (explicit softmax);
+    fused SDPA while nothing reads them."""
 
     def __init__(self, probe: CrossAttentionProbe):
         self.probe = probe
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], hidden_states.shape[0])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        if not self.probe.recording:  # nothing reads the maps in this call: fused SDPA
-            bsz = hidden_states.shape[0]
-            heads = lambda x: x.view(bsz, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
-            mask = None if attention_mask is None else attention_mask.view(bsz, attn.heads, -1, attention_mask.shape[-1])
-            out = F.scaled_dot_product_attention(heads(attn.to_q(hidden_states)), heads(attn.to_k(context)),
-                                                 heads(attn.to_v(context)), attn_mask=mask)
-            hidden_states = out.transpose(1, 2).reshape(bsz, -1, out.shape[1] * out.shape[-1])
-        else:
-            query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-            key = attn.head_to_batch_dim(attn.to_k(context))
-            value = attn.head_to_batch_dim(attn.to_v(context))
-            probs = attn.get_attention_scores(query, key, attention_mask)  # (batch*heads, pixels, tokens)
-            self.probe.maps.append(probs)
-            hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+    def attend(self, attn, q, k, v, mask):
+        if not self.probe.recording:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        probs = attention_probs(attn, q, k, mask)  # (batch*heads, pixels, tokens)
+        self.probe.maps.append(probs)
+        b, h, n, d = q.shape
+        return torch.bmm(probs, v.reshape(b * h, -1, d)).view(b, h, n, d)
 
 
 @contextlib.contextmanager
 def probed_cross_attention(unet):
-    """Install probing processors on every ``attn2`` layer for the duration of the block and put the
-    previous processors back afterwards (the UNet is shared with other editors)."""
-    saved = dict(unet.attn_processors)
+    """Probing processors on every ``attn2`` layer for the duration of the block (the UNet is shared with
+    other editors, so the previous processors are put back afterwards)."""
     probe = CrossAttentionProbe()
-    procs = {name: ProbedCrossAttnProcessor(probe) if ".attn2." in name else proc for name, proc in saved.items()}
-    unet.set_attn_processor(procs)
-    try:
+    with swapped_processors(unet, lambda name, _: ProbedCrossAttnProcessor(probe) if ".attn2." in name else None):
         yield probe
-    finally:
-        unet.set_attn_processor(saved)
 
 
 def attention_guidance_loss(maps: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
@@ -452,5 +422,3 @@ class Pix2PixZeroEditor(Editor):
                                              "final_latent": edited[i:i + 1].detach().float().cpu().numpy()})
                 for i, (im, c) in enumerate(zip(images, captions))]
 
-    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        return self.edit_batch([sample], [generator])[0]

@@ -114,11 +114,10 @@ def real_clip_folder() -> Path:
 def shapes_clip_folder() -> Path:
     from pie_bench.core.paths import shapes_models_dir
 
-    folder = shapes_models_dir("clip")
-    if not (folder / "open_clip_config.json").is_file():
-        raise ConfigError(f"{folder}: no ShapesEdit CLIP (open_clip_config.json + open_clip_model.safetensors); "
-                          "train and export it with python -m pie_bench.training.shapes_train")
-    return folder
+    try:
+        return shapes_models_dir("clip")  # open_clip_config.json + open_clip_model.safetensors
+    except ConfigError as exc:
+        raise ConfigError(f"--metrics-backbone shapes: no ShapesEdit CLIP ({exc})") from None
 
 
 class ClipScorer:

@@ -7,7 +7,6 @@ the ∅ rows iCD throws away, the shipped diffusers pipelines), so these tests a
 paths to drop work. Editors whose module does not import are skipped with the reason."""
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import torch
@@ -37,22 +36,13 @@ def load_editor(name: str, **overrides):
     return ed
 
 
-def backbone_of(ed):
-    return getattr(ed, "backbone", None) or ed.bb
-
-
 from benchmarks.editor_bench import captured_decode  # noqa: E402  (the benchmark's own check, shared)
+from benchmarks.editor_bench import run_reference as bench_reference  # noqa: E402
 
 
 def run_reference(kind: str, name: str, ed, sample, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    if kind == "p2p":
-        from benchmarks.reference.p2p import p2p_reference
-
-        return p2p_reference(ed, sample, name.split("_")[0])
-    module = importlib.import_module(f"benchmarks.reference.{kind}")
     try:
-        return getattr(module, f"{kind}_reference")(ed, sample, g)
+        return bench_reference(name, ed, sample, seed)
     except ImportError as exc:
         pytest.skip(f"reference for {name} unavailable: {exc}")
 
@@ -66,7 +56,7 @@ def float_image(bb, latents):
 def test_fast_path_equals_reference(name, smoke):
     overrides, kind = CASES[name]
     ed = load_editor(name, **overrides)
-    bb = backbone_of(ed)
+    bb = ed.backbone
     sample = smoke.samples[0]
     with captured_decode(bb) as seen:
         out = ed.edit(sample, torch.Generator().manual_seed(3))
@@ -89,7 +79,7 @@ def test_reference_controller_is_load_bearing(smoke):
     overrides, _ = CASES["ddim_p2p"]
     ed = load_editor("ddim_p2p", **overrides)
     sample = smoke.samples[0]
-    with captured_decode(ed.bb) as seen:
+    with captured_decode(ed.backbone) as seen:
         ed.edit(sample, torch.Generator().manual_seed(3))
     ours = seen[-1][-1:]
     real = ed.controller_for
@@ -117,7 +107,7 @@ def test_batch_equals_one_by_one(name, overrides, smoke):
     """``edit_batch`` (``--batch-size``): each sample's edited latent equals its own ``edit`` (for the P2P
     editors: per-sample controllers, LocalBlend masks and null-text optimisation in one UNet batch)."""
     ed = load_editor(name, **overrides)
-    bb = backbone_of(ed)
+    bb = ed.backbone
     samples = smoke.samples[:3]
     with captured_decode(bb) as seen:
         for i, s in enumerate(samples):

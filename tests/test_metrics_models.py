@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -316,9 +314,7 @@ def test_clip_shapes_backbone_loads_from_models_dir(tmp_path, monkeypatch):
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
     torch.manual_seed(1)
     folder = write_open_clip_folder(tmp_path / "clip", open_clip.model.CLIP(**cfg), cfg)
-    fake = types.ModuleType("pie_bench.datasets.shapes")
-    fake.models_dir = lambda kind: tmp_path / kind
-    monkeypatch.setitem(sys.modules, "pie_bench.datasets.shapes", fake)
+    monkeypatch.setenv("PIE_BENCH_SHAPES_MODELS", str(tmp_path))  # a folder of trained ShapesEdit models
     weights.clear_models()
     m = ClipWhole()
     m.load("shapes")
@@ -329,7 +325,7 @@ def test_clip_shapes_backbone_loads_from_models_dir(tmp_path, monkeypatch):
     for other in (StructureDistance(), BackgroundLPIPS()):  # no ShapesEdit DINO/LPIPS: toy, labelled so
         other.load("shapes")
         assert other.is_toy and other.describe()["toy"]
-    fake.models_dir = lambda kind: tmp_path / "nothing"
+    monkeypatch.setenv("PIE_BENCH_SHAPES_MODELS", str(tmp_path / "nothing"))
     weights.clear_models()
     with pytest.raises(ConfigError, match="no ShapesEdit CLIP"):
         ClipWhole().load("shapes")

@@ -262,7 +262,7 @@ def test_local_backbone_folder_loads_through_the_real_path(smoke):
     ed = _editor("npi_p2p", num_ddim_steps=3, share_inversion=False)
     local = type(ed)(num_ddim_steps=3, share_inversion=False)
     local.load(str(build_toy_folder("sd")))
-    assert not local.bb.is_toy and local.bb.unet is not ed.bb.unet
+    assert not local.backbone.is_toy and local.backbone.unet is not ed.backbone.unet
     s = smoke.samples[0]
     assert np.array_equal(local.edit(s, torch.Generator()).image, ed.edit(s, torch.Generator()).image)
 

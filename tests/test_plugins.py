@@ -141,5 +141,5 @@ def test_one_typed_option_syntax_for_editors_and_metrics():
     assert lp.resolution == 64 and lp.chunk == 2
     with pytest.raises(ConfigError, match="expected an integer"):
         build_metrics(["lpips_unedit_part:chunk=two"], "toy")
-    with pytest.raises(ConfigError, match="unknown option 'nett'"):
+    with pytest.raises(ConfigError, match="bad option 'nett'"):
         build_metrics(["lpips_unedit_part:nett=alex"], "toy")

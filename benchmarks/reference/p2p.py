@@ -204,7 +204,7 @@ def guidance_forward(bb, control: RefControl, x_T, text, nulls, guidance, num_st
 def p2p_reference(editor, sample, method: str, bb=None, cpu_copy: bool = True) -> RefResult:
     """``method``: ``ddim`` (0-iteration null-text loop), ``nti`` (``editor.config.inner_steps``), ``npi``
     (source prompt as the null embedding after a 0-iteration loop)."""
-    bb = bb or editor.bb
+    bb = bb or editor.backbone
     cfg = editor.config
     n = cfg.num_ddim_steps
     sched = _alphas(bb, n)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from pie_bench.core.errors import ConfigError
 
+from editors.attention import HeadAttnProcessor, swapped_processors
 from editors.p2p import align
 from editors.p2p.layers import AttnLayer, attention_layers, blend_layers
 
@@ -263,27 +264,20 @@ class P2PBatch:
             raise ConfigError("LocalBlend needs cross-attention layers in the UNet's down/up blocks; found none")
         any_cross = any(bool(c.cross_alphas.any()) for c in members)
         self_from = [c.self_min_downscale for c in members if c.self_steps[1] > c.self_steps[0]]
-        original = unet.attn_processors
-        procs = dict(original)
-        installed = []
+        chosen: dict = {}
         for layer in layers:
             if layer.is_cross and (any_cross or layer.name in blend):
-                procs[layer.name] = P2PAttnProcessor(self, layer, store=layer.name in blend)
+                chosen[layer.name] = P2PAttnProcessor(self, layer, store=layer.name in blend)
             elif not layer.is_cross and self_from and layer.downscale >= min(self_from):
-                procs[layer.name] = P2PAttnProcessor(self, layer)
-            else:
-                continue
-            installed.append(layer)
+                chosen[layer.name] = P2PAttnProcessor(self, layer)
+        installed = [layer for layer in layers if layer.name in chosen]
         used = next((l.downscale for l in layers if l.name in blend), None)
         for c in members:
             c.installed = list(installed)
             c._blend_downscale_used = used
             c.reset()
-        unet.set_attn_processor(procs)
-        try:
+        with swapped_processors(unet, lambda name, _: chosen.get(name)):
             yield self
-        finally:
-            unet.set_attn_processor(original)
 
     def attend(self, proc: "P2PAttnProcessor", attn, q, k, v, mask) -> torch.Tensor:
         """q, k, v: (B, heads, tokens, head_dim). Returns the attention output, same layout."""
@@ -318,50 +312,12 @@ class P2PBatch:
         return torch.matmul(probs.to(v.dtype), v)
 
 
-class P2PAttnProcessor:
-    """A diffusers attention processor that routes the attention product through a ``P2PController``.
-    Pre/post-processing mirrors ``AttnProcessor2_0`` (group/spatial norm, residual, rescale)."""
+class P2PAttnProcessor(HeadAttnProcessor):
+    """A diffusers attention processor that routes the attention product through a ``P2PController``
+    (the pre/post-processing is ``editors.attention.HeadAttnProcessor``'s)."""
 
     def __init__(self, controller: "P2PBatch", layer: AttnLayer, store: bool = False):
         self.controller, self.layer, self.store = controller, layer, store
 
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor] = None,
-                 attention_mask: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None,
-                 *args, **kwargs) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch, seq_len, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, seq_len, batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        out = self.controller.attend(self, attn, query, key, value, attention_mask)
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+    def attend(self, attn, q, k, v, mask):
+        return self.controller.attend(self, attn, q, k, v, mask)

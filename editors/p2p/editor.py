@@ -125,7 +125,7 @@ class InversionP2PEditor(Editor):
                               f"{', '.join(MATCHES)}")
         if self.config.num_ddim_steps < 1:
             raise ConfigError(f"--editor-arg {self.name}.num_ddim_steps must be >= 1")
-        self.bb = load_backbone(backbone, device, dtype)
+        self.backbone = load_backbone(backbone, device, dtype)
 
     # -- per-method part -------------------------------------------------------------------------
     def null_embeddings(self, *, trajectory, cond_src, uncond, sched, counter, extras) -> Embeddings:
@@ -140,17 +140,17 @@ class InversionP2PEditor(Editor):
             blend = ((src_word,), (tgt_word,)) if cfg.local_blend else None
             eq = {tgt_word: cfg.eq_value} if cfg.eq_value != 1 else None
         return P2PController.from_prompts(
-            self.bb.tokenizer, sample.source_prompt, sample.target_prompt, num_steps=cfg.num_ddim_steps,
+            self.backbone.tokenizer, sample.source_prompt, sample.target_prompt, num_steps=cfg.num_ddim_steps,
             mode=cfg.controller, cross_replace_steps=cfg.cross_replace_steps,
             self_replace_steps=cfg.self_replace_steps, blend_words=blend, equalizer=eq,
-            blend_start=cfg.blend_start, blend_threshold=cfg.blend_threshold, max_length=self.bb.max_length,
+            blend_start=cfg.blend_start, blend_threshold=cfg.blend_threshold, max_length=self.backbone.max_length,
             source_row=source_row, target_row=target_row, word_match=cfg.word_match)
 
     def invert(self, samples: list[Sample], cond_src: torch.Tensor, sched: DDIMSchedule, counter: UNetCounter,
                extras: dict) -> list[torch.Tensor]:
         """DDIM trajectories of the samples, batched (shared between the P2P editors of this process:
         samples another editor inverted come from the cache, the rest are inverted together)."""
-        bb = self.bb
+        bb = self.backbone
         keys = [INVERSION_CACHE.key(bb.model_id, bb.dtype, bb.device, sched.num_steps, s.id, s.source_prompt,
                                     s.image) for s in samples]
         trajs = [INVERSION_CACHE.get(k, bb.device) if self.config.share_inversion else None for k in keys]
@@ -165,14 +165,12 @@ class InversionP2PEditor(Editor):
                     INVERSION_CACHE.put(keys[j], trajs[j])
         return [torch.cat(zs) for zs in zip(*trajs)]
 
-    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        return self.edit_batch([sample], [generator])[0]
 
     def edit_batch(self, samples: list[Sample], generators: list[torch.Generator]) -> list[EditOutput]:
         """Invert and edit several samples through one UNet batch (``--batch-size``); each output equals
         its own ``edit`` up to floating-point reassociation. Per-sample extras report the batch's UNet
         work divided by the batch size."""
-        cfg, bb = self.config, self.bb
+        cfg, bb = self.config, self.backbone
         b = len(samples)
         counter, extras = UNetCounter(), {}
         sched = DDIMSchedule(bb.scheduler, cfg.num_ddim_steps)

@@ -137,7 +137,7 @@ def coerce_kwargs(func, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
     out = {}
     for key, value in kwargs.items():
         if key not in params:
-            raise ConfigError(f"{where}: unknown option {key!r}; valid: {', '.join(params) or 'none'}")
+            raise ConfigError(f"{where}: bad option {key!r} (unknown); valid: {', '.join(params) or 'none'}")
         default = params[key].default
         out[key] = coerce(value, hints.get(key), None if default is inspect.Parameter.empty else default,
                           f"{where}.{key}")
