@@ -83,6 +83,7 @@ def test_matches_official_code(path, editors):
 
 
 def test_golden_files_present():
-    """The P2P editors' cases are committed (a missing folder would silently skip the test above)."""
+    """Every editor checked against its authors' code has committed cases (a missing folder would silently
+    skip the test above)."""
     names = {str(_load(p)["editor"]) for p in FILES}
-    assert {"ddim_p2p", "nti_p2p", "npi_p2p"} <= names
+    assert {"ddim_p2p", "nti_p2p", "npi_p2p", "pix2pix_zero", "ip2p", "icd"} <= names
