@@ -1,19 +1,19 @@
-"""The report's view of a leaderboard: the one place in the report package that reads leaderboard keys.
+"""The report's view of a leaderboard: the one place in the report package that reads the leaderboard.
 
-A leaderboard is typed (``pie_bench.run.leaderboard``); the view reads its serialised form. Plots, tables, gallery,
-pages and templates see only the dataclasses below, built by ``board_view``; a typed leaderboard then
-replaces this module's readers and nothing else. The run manifest's dataset block and ``compare``'s
-result rows are read here too, for the same reason.
+It reads the typed leaderboard (``pie_bench.run.leaderboard``; a JSON dict goes through its schema first).
+Plots, tables, gallery, pages and templates see only the display dataclasses below, built by ``board_view``.
+The run manifest's dataset block and ``compare``'s result rows are read here too, for the same reason.
 """
 from __future__ import annotations
-
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pie_bench.core.formatting import SHORT, as_float, metric_label
+from pie_bench.run.leaderboard import (LEADERBOARD_KIND, LEADERBOARD_VERSION, CategorySummary, EditorSummary,
+                                       Leaderboard, MetricStats, load_leaderboard)
 
 
 @dataclass(frozen=True)
@@ -131,25 +131,23 @@ class BoardView:
 # readers
 
 
-def _stat(m: dict) -> Stat:
-    return Stat(as_float(m.get("mean")), as_float(m.get("stderr")), int(m.get("n") or 0))
+def _stat(m: MetricStats) -> Stat:
+    return Stat(as_float(m.mean), as_float(m.stderr), int(m.n or 0))
 
 
-def _block(b: dict) -> Block:
-    lat = b.get("latency") or {}
-    return Block(n_ok=b.get("n_ok", 0), n_failed=b.get("n_failed", 0), n_skipped=b.get("n_skipped"),
-                 metrics={k: _stat(v) for k, v in b.get("metrics", {}).items()},
-                 latency=Latency(lat.get("p50"), lat.get("p95"), lat.get("n", 0)))
+def _block(b: Union[EditorSummary, CategorySummary]) -> Block:
+    return Block(n_ok=b.n_ok, n_failed=b.n_failed, n_skipped=getattr(b, "n_skipped", None),
+                 metrics={k: _stat(v) for k, v in b.metrics.items()},
+                 latency=Latency(b.latency.p50, b.latency.p95, b.latency.n))
 
 
-def _editor(name: str, ed: dict) -> EditorView:
+def _editor(name: str, ed: EditorSummary) -> EditorView:
     return EditorView(
-        name=name, overall=_block(ed), toy=bool(ed.get("toy")), load_error=ed.get("load_error") or None,
-        per_category={c: _block(b) for c, b in ed.get("per_category", {}).items()},
-        failures=[Problem(f.get("sample_id"), f.get("error")) for f in ed.get("failures", [])],
-        skipped=[Problem(s.get("sample_id"), s.get("reason")) for s in ed.get("skipped", [])],
-        config=ed.get("config", {}), config_hash=ed.get("config_hash"), backbone=ed.get("backbone"),
-        paper=ed.get("paper", ""))
+        name=name, overall=_block(ed), toy=bool(ed.toy), load_error=ed.load_error or None,
+        per_category={c: _block(b) for c, b in ed.per_category.items()},
+        failures=[Problem(f.get("sample_id"), f.get("error")) for f in ed.failures],
+        skipped=[Problem(s.get("sample_id"), s.get("reason")) for s in ed.skipped],
+        config=ed.config, config_hash=ed.config_hash, backbone=ed.backbone, paper=ed.paper)
 
 
 def dataset_view(ds: Optional[dict]) -> DatasetView:
@@ -163,36 +161,33 @@ def manifest_dataset(manifest: dict) -> Optional[DatasetView]:
     return dataset_view(manifest["dataset"]) if manifest.get("dataset") else None
 
 
-def load_board(path: Path):
+def load_board(path: Path) -> Leaderboard:
     """The leaderboard at ``path``, loaded and version-checked by the run layer."""
-    from pie_bench.run.leaderboard import load_leaderboard
-
     return load_leaderboard(path)
 
 
-def board_view(board) -> BoardView:
-    """The view of a leaderboard: its dict, or the typed one (``to_dict``); a view passes through."""
+def board_view(board: Union[Leaderboard, dict, BoardView]) -> BoardView:
+    """The view of a leaderboard (typed, or its JSON form, read through the typed schema); a view passes
+    through."""
     if isinstance(board, BoardView):
         return board
-    if hasattr(board, "to_dict"):
-        board = board.to_dict()
-    info = board.get("metric_info", {})
-    editors = {n: _editor(n, e) for n, e in board["editors"].items()}
-    if info:
+    if not isinstance(board, Leaderboard):  # an in-memory dict (files are version-checked by load_board)
+        board = Leaderboard.from_dict({"kind": LEADERBOARD_KIND, "schema_version": LEADERBOARD_VERSION, **board})
+    editors = {n: _editor(n, e) for n, e in board.editors.items()}
+    if board.metric_info:
         metrics = {n: Metric(n, i.get("scale", 1.0), i.get("higher_is_better", True), i.get("label"))
-                   for n, i in info.items()}
+                   for n, i in board.metric_info.items()}
     else:
-        metrics = {n: Metric(n, declared=False)
-                   for n in sorted({m for e in board["editors"].values() for m in e.get("metrics", {})})}
-    git, dev, pk = board.get("git", {}), board.get("device", {}), board.get("packages", {})
+        metrics = {n: Metric(n, declared=False) for n in sorted({m for e in board.editors.values() for m in e.metrics})}
+    git, dev, pk = board.git or {}, board.device, board.packages
     return BoardView(
-        dataset=dataset_view(board.get("dataset")), metrics=metrics, editors=editors, run=board.get("run"),
-        created_at=board.get("created_at"), command=board.get("command"), git_sha=str(git.get("sha", "")),
+        dataset=dataset_view(board.dataset), metrics=metrics, editors=editors, run=board.run,
+        created_at=board.created_at, command=board.command, git_sha=str(git.get("sha", "")),
         git_dirty=bool(git.get("dirty")),
         device=", ".join(f"{k}={v}" for k, v in dev.items()) if isinstance(dev, dict) else dev,
-        processes=board.get("processes"), metrics_backbone=board.get("metrics_backbone"),
+        processes=board.processes, metrics_backbone=board.metrics_backbone,
         packages=", ".join(f"{k} {v}" for k, v in pk.items()) if isinstance(pk, dict) else pk,
-        toy=bool(board.get("toy")), toy_note=board.get("toy_note"))
+        toy=bool(board.toy), toy_note=board.toy_note)
 
 
 def merged_metrics(a: BoardView, b: BoardView) -> dict[str, Metric]:
