@@ -45,11 +45,11 @@ def resolve_editor_names(spec: str, backbone: Optional[str] = None) -> tuple[lis
     that declare they cannot run on ``backbone``, e.g. iCD on ShapesEdit); otherwise a comma list, each
     name checked (an explicitly named editor is run, and fails to load if it must)."""
     if spec.strip() == "all":
-        names, unavailable = [], {}
-        for name, entry in registry().items():
-            if not entry.available:
-                unavailable[name] = entry.error or "unavailable"
-            elif backbone is not None and (why := entry.resolve().backbone_unavailable(backbone)):
+        importable, unavailable = EDITORS.split_available()
+        names = []
+        for name in importable:
+            why = EDITORS.get(name).backbone_unavailable(backbone) if backbone is not None else None
+            if why:
                 unavailable[name] = why
             else:
                 names.append(name)

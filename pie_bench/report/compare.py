@@ -4,13 +4,9 @@ from __future__ import annotations
 import math
 from typing import Union
 
-from pie_bench.run.leaderboard import Leaderboard
+from pie_bench.run.leaderboard import Leaderboard, as_leaderboard
 
 Z = 2.0
-
-
-def as_leaderboard(board: Union[Leaderboard, dict], where: str = "leaderboard") -> Leaderboard:
-    return board if isinstance(board, Leaderboard) else Leaderboard.from_dict(board, where)
 
 
 def compare_leaderboards(a: Union[Leaderboard, dict], b: Union[Leaderboard, dict], z: float = Z) -> dict:

@@ -11,8 +11,8 @@ import numpy as np
 
 from pie_bench.core.errors import HarnessError, ResultsError
 from pie_bench.core.formatting import fmt_num, fmt_seconds, scaled
+from pie_bench.core.paths import safe_name
 from pie_bench.core.sample import EDIT_TYPES, edit_type_name
-from pie_bench.report.files import safe_name
 from pie_bench.report.model import BoardView, DatasetView, Metric
 from pie_bench.report.thumbnails import ThumbCache, mask_overlay
 from pie_bench.run.results import SampleRecord

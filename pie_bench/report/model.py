@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 from pie_bench.core.formatting import SHORT, as_float, metric_label
 from pie_bench.run.leaderboard import (LEADERBOARD_KIND, LEADERBOARD_VERSION, CategorySummary, EditorSummary,
-                                       Leaderboard, MetricStats, load_leaderboard)
+                                       Leaderboard, MetricStats, as_leaderboard, load_leaderboard)
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,9 @@ def board_view(board: Union[Leaderboard, dict, BoardView]) -> BoardView:
     through."""
     if isinstance(board, BoardView):
         return board
-    if not isinstance(board, Leaderboard):  # an in-memory dict (files are version-checked by load_board)
-        board = Leaderboard.from_dict({"kind": LEADERBOARD_KIND, "schema_version": LEADERBOARD_VERSION, **board})
+    if isinstance(board, dict):  # an in-memory dict may lack the header (files are version-checked by load_board)
+        board = {"kind": LEADERBOARD_KIND, "schema_version": LEADERBOARD_VERSION, **board}
+    board = as_leaderboard(board)
     editors = {n: _editor(n, e) for n, e in board.editors.items()}
     if board.metric_info:
         metrics = {n: Metric(n, i.get("scale", 1.0), i.get("higher_is_better", True), i.get("label"))

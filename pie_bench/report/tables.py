@@ -8,8 +8,7 @@ from rich.table import Table
 from typing import Union
 
 from pie_bench.core.formatting import SHORT, fmt_seconds, fmt_value, metric_header
-from pie_bench.report.compare import as_leaderboard
-from pie_bench.run.leaderboard import CategorySummary, EditorSummary, Leaderboard, LatencyStats
+from pie_bench.run.leaderboard import CategorySummary, EditorSummary, LatencyStats, Leaderboard, as_leaderboard
 
 
 def _header(name: str, info: dict) -> str:

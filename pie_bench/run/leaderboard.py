@@ -13,7 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pie_bench.core.errors import ResultsError
 from pie_bench.core.provenance import git_state, now_iso, package_versions
@@ -133,6 +133,11 @@ class Leaderboard:
             return _build(cls, {**data, "editors": editors, "schema_version": LEADERBOARD_VERSION})
         except (TypeError, AttributeError, ValueError) as exc:
             raise ResultsError(f"{where}: malformed leaderboard ({exc}); regenerate it with `pie-bench bench`") from None
+
+
+def as_leaderboard(board: Union[Leaderboard, dict], where: str = "leaderboard") -> Leaderboard:
+    """A typed leaderboard as is, its JSON form through the schema check (every reader's entry point)."""
+    return board if isinstance(board, Leaderboard) else Leaderboard.from_dict(board, where)
 
 
 def _build(cls, d: dict):

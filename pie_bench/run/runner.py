@@ -30,7 +30,7 @@ from pie_bench.core.errors import ConfigError, HarnessError, ResultsError
 from pie_bench.core.provenance import device_info, device_label, now_iso, synchronize
 from pie_bench.datasets.pie import Dataset
 from pie_bench.run.distributed import Dist, init_distributed, rank_device, shard
-from pie_bench.run.leaderboard import Leaderboard, build_leaderboard
+from pie_bench.run.leaderboard import Leaderboard, as_leaderboard, build_leaderboard
 from pie_bench.run.lock import FolderLock
 from pie_bench.run.results import (JsonlWriter, SampleRecord, append_missing_lines, atomic_write_bytes,
                                    atomic_write_json, encode_float, record_key, write_error)
@@ -376,5 +376,4 @@ def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, m
 
 
 def any_failed(board: Union[Leaderboard, dict]) -> bool:
-    board = board if isinstance(board, Leaderboard) else Leaderboard.from_dict(board)
-    return any(e.n_failed or e.load_error for e in board.editors.values())
+    return any(e.n_failed or e.load_error for e in as_leaderboard(board).editors.values())
