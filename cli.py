@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shlex
 import sys
 import warnings
@@ -16,8 +17,8 @@ from rich.console import Console
 from pie_bench.core.errors import ConfigError, HarnessError
 
 console = Console(stderr=False)
-if not console.is_terminal:  # logs and CI: rich would wrap the leaderboard at 80 columns
-    console = Console(stderr=False, width=200)
+if not console.is_terminal and "COLUMNS" not in os.environ:  # logs and CI: rich's 80-column default
+    console = Console(stderr=False, width=120)
 err_console = Console(stderr=True)
 RUNS_DIR = Path("results") / "runs"
 
@@ -111,7 +112,11 @@ def cli(verbose):
 
 def data_options(fn=None, *, default="smoke", help_extra=""):
     def wrap(fn):
-        fn = click.option("--limit", type=int, default=None, help="Use the first N samples.")(fn)
+        fn = click.option("--limit-mode", type=click.Choice(["spread", "first"]), default="spread", show_default=True,
+                          help="spread: --limit N round-robin over the selected categories (each in dataset "
+                               "order); first: the first N samples.")(fn)
+        fn = click.option("--limit", type=click.IntRange(min=0), default=None,
+                          help="Use N samples, spread over the edit categories (see --limit-mode).")(fn)
         fn = click.option("--ids", default=None, help="Comma-separated sample ids.")(fn)
         fn = click.option("--categories", default=None, help="Edit types: ids 0-9 or names, comma-separated.")(fn)
         fn = click.option("--data", default=default, show_default=default is not None,
@@ -121,11 +126,11 @@ def data_options(fn=None, *, default="smoke", help_extra=""):
     return wrap(fn) if fn is not None else wrap
 
 
-def load_data(data, categories, ids, limit):
+def load_data(data, categories, ids, limit, limit_mode="spread"):
     from pie_bench.datasets.pie import load_dataset, parse_categories
 
     return load_dataset(data, categories=parse_categories(categories),
-                        ids=[i.strip() for i in ids.split(",")] if ids else None, limit=limit)
+                        ids=[i.strip() for i in ids.split(",")] if ids else None, limit=limit, limit_mode=limit_mode)
 
 
 def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: bool = False):
@@ -166,8 +171,10 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--retry-failed", is_flag=True, help="On resume, redo samples recorded as failed.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report (<out>/report/index.html).")
-def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, metrics_backbone, device, dtype,
-          editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress, no_report):
+@click.option("--wide", is_flag=True, help="Closing tables with every metric column (split to fit the terminal).")
+def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metric_names, metrics_backbone, device,
+          dtype, editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress,
+          no_report, wide):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
     from editors.registry import resolve_editor_names
     from pie_bench.run import presets
@@ -181,7 +188,7 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
     data = presets.EMBEDDED_DATA if embedded else data
     backbone = presets.default_backbone(data) if backbone == "auto" else backbone
     metrics_backbone = presets.default_backbone(data) if metrics_backbone == "auto" else metrics_backbone
-    ds = load_data(data, categories, ids, limit)
+    ds = load_data(data, categories, ids, limit, limit_mode)
     names, unavailable = resolve_editor_names(editors_spec, backbone)
     for n, why in unavailable.items():
         err_console.print(f"[yellow]editor {n} unavailable, skipped: {why}[/yellow]")
@@ -196,8 +203,8 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
         if eargs:
             suffix = "-" + hashlib.sha256(json.dumps(eargs, sort_keys=True).encode()).hexdigest()[:8]
         out = RUNS_DIR / (run_name or f"{ds.name.replace(':', '_').replace('/', '_')}-{Path(backbone).name}{suffix}")
-    if backbone == "toy" or metrics_backbone == "toy":
-        console.print("[bold yellow]Toy models[/bold yellow] (tiny random weights): the numbers check the "
+    if backbone == "toy":
+        console.print("[bold yellow]Toy editor models[/bold yellow] (tiny random weights): the numbers check the "
                       "pipeline end to end; they say nothing about editing quality.")
     metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets)
     opts = BenchOptions(editors=names, editor_args=eargs, backbone=backbone, device=device, dtype=dtype,
@@ -205,7 +212,7 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
                         command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console.print(f"data [bold]{ds.name}[/bold] ({len(ds)} samples) · editors {', '.join(names)} · out {out}")
     board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress())
-    print_leaderboard(board, console)
+    print_leaderboard(board, console, wide=wide)
     console.print(f"leaderboard: {Path(out) / 'leaderboard.json'}")
     if not no_report and is_main_process():  # one report, from the merged leaderboard
         from pie_bench.report.html import write_report
@@ -222,7 +229,8 @@ def bench(editors_spec, data, categories, ids, limit, backbone, metric_names, me
 @cli.command()
 @click.argument("leaderboard", type=click.Path())
 @click.option("--no-categories", is_flag=True, help="Only the overall table.")
-def show(leaderboard, no_categories):
+@click.option("--wide", is_flag=True, help="Every metric column (tables split to fit the terminal).")
+def show(leaderboard, no_categories, wide):
     """Render a leaderboard JSON as tables."""
     from pie_bench.run.leaderboard import load_leaderboard
     from pie_bench.report.tables import print_leaderboard
@@ -230,7 +238,7 @@ def show(leaderboard, no_categories):
     path = Path(leaderboard)
     if path.is_dir():
         path = path / "leaderboard.json"
-    print_leaderboard(load_leaderboard(path), console, per_category=not no_categories)
+    print_leaderboard(load_leaderboard(path), console, per_category=not no_categories, wide=wide)
 
 
 @cli.command()
@@ -321,20 +329,21 @@ def list_datasets():
 @click.option("--metrics-backbone", default="toy", show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(), default=None)
-def score(edited_dir, data, categories, ids, limit, method, metric_names, metrics_backbone, device, out):
+@click.option("--wide", is_flag=True, help="Every metric column (tables split to fit the terminal).")
+def score(edited_dir, data, categories, ids, limit, limit_mode, method, metric_names, metrics_backbone, device, out, wide):
     """Score edited images made elsewhere (PnPInversion layout: EDITED_DIR/annotation_images/<image_path>,
     or EDITED_DIR/<id>.png). Non-square outputs are cropped to their bottom-right 512x512, as the official
     evaluator does."""
     from pie_bench.run.score import score_folder
     from pie_bench.report.tables import print_leaderboard
 
-    ds = load_data(data, categories, ids, limit)
+    ds = load_data(data, categories, ids, limit, limit_mode)
     metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets)
     name = method or Path(edited_dir).resolve().name
     out = Path(out) if out else RUNS_DIR / f"score-{name}-{ds.name.replace(':', '_')}"
     board = score_folder(ds, Path(edited_dir), name, metrics, out, device=device,
                          command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    print_leaderboard(board, console)
+    print_leaderboard(board, console, wide=wide)
     console.print(f"leaderboard: {out / 'leaderboard.json'}")
 
 

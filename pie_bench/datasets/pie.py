@@ -317,8 +317,35 @@ def parse_categories(text: Optional[str]) -> Optional[list[int]]:
     return sorted(set(out))
 
 
+LIMIT_MODES = ("spread", "first")
+
+
+def spread_limit(samples: Sequence[Sample], limit: int) -> list[Sample]:
+    """``limit`` samples spread over the edit categories present: round-robin in category order, each
+    category giving its samples in dataset order (a category that runs out leaves its turn to the
+    others); the result keeps dataset order. Deterministic, and a quick check sees every category."""
+    by_cat: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_cat.setdefault(s.edit_type, []).append(i)
+    queues = [by_cat[c] for c in sorted(by_cat)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(chosen) < limit:
+                chosen.append(q[depth])
+        depth += 1
+    return [samples[i] for i in sorted(chosen)]
+
+
 def select(ds: Dataset, categories: Optional[list[int]] = None, ids: Optional[Sequence[str]] = None,
-           limit: Optional[int] = None) -> Dataset:
+           limit: Optional[int] = None, limit_mode: str = "spread") -> Dataset:
+    """The samples a run uses. ``limit``: at most that many, spread over the selected categories
+    (``limit_mode="spread"``, see ``spread_limit``) or the first ones in dataset order (``"first"``)."""
+    if limit_mode not in LIMIT_MODES:
+        raise DataError(f"--limit-mode {limit_mode!r}: use one of {', '.join(LIMIT_MODES)}")
+    if limit is not None and limit < 0:
+        raise DataError(f"--limit {limit}: give a number of samples >= 0")
     samples = ds.samples
     if categories is not None:
         samples = [s for s in samples if s.edit_type in categories]
@@ -330,15 +357,15 @@ def select(ds: Dataset, categories: Optional[list[int]] = None, ids: Optional[Se
         wanted = set(ids)
         samples = [s for s in samples if s.id in wanted]
     if limit is not None:
-        samples = samples[:limit]
+        samples = samples[:limit] if limit_mode == "first" else spread_limit(samples, limit)
     selection = {"recorded": True, "categories": categories, "ids": len(ids) if ids else None, "limit": limit,
-                 "limit_mode": "first" if limit is not None else None}
+                 "limit_mode": limit_mode if limit is not None else None}
     return Dataset(name=ds.name, source=ds.source, annotations_sha256=ds.annotations_sha256, samples=samples,
                    has_targets=ds.has_targets, meta={**ds.meta, "selection": selection})
 
 
 def load_dataset(spec: str, *, categories: Optional[list[int]] = None, ids: Optional[Sequence[str]] = None,
-                 limit: Optional[int] = None) -> Dataset:
+                 limit: Optional[int] = None, limit_mode: str = "spread") -> Dataset:
     """``--data smoke | shapes | PATH | hf:<repo or parquet folder>``."""
     from pie_bench.datasets.registry import DATASETS  # names only; the loaders import lazily
 
@@ -357,4 +384,4 @@ def load_dataset(spec: str, *, categories: Optional[list[int]] = None, ids: Opti
         if path.is_file() and path.name.endswith(".json"):
             path = path.parent
         ds = load_pie_folder(path)
-    return select(ds, categories, ids, limit)
+    return select(ds, categories, ids, limit, limit_mode)
