@@ -45,6 +45,7 @@ class Editor:
       Config    the config dataclass
       requires  sample fields the editor reads; a sample lacking one is skipped with that reason
       paper     citation shown by ``list-editors``
+      bound     non-empty for the bounds (identity, oracle, blank): what the baseline bounds
     """
 
     name: ClassVar[str] = "editor"
@@ -52,6 +53,9 @@ class Editor:
     requires: ClassVar[frozenset[str]] = frozenset({"image"})
     paper: ClassVar[str] = ""
     uses_backbone: ClassVar[bool] = True  # False for baselines that load no model (never labelled toy)
+    # a baseline that bounds the table (what it bounds, in a few words) rather than a method: tables
+    # group it apart and never mark its numbers best
+    bound: ClassVar[str] = ""
 
     def __init__(self, config: Optional[EditorConfig] = None, **overrides):
         self.config = config if config is not None else self.Config()

@@ -22,6 +22,7 @@ class IdentityEditor(Editor):
     requires = frozenset({"image"})
     paper = "baseline: returns the source image unchanged"
     uses_backbone = False
+    bound = "preservation ceiling: the source unchanged"
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         return EditOutput(image=sample.image.copy())

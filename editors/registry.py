@@ -17,6 +17,8 @@ ENTRY_POINT_GROUP = "pie_bench.editors"
 
 BUILTIN_EDITORS: dict[str, str] = {
     "identity": "editors.identity:IdentityEditor",
+    "oracle": "editors.oracle:OracleEditor",
+    "blank": "editors.blank:BlankEditor",
     "ddim_p2p": "editors.ddim_p2p:DDIMP2PEditor",
     "nti_p2p": "editors.nti_p2p:NullTextP2PEditor",
     "npi_p2p": "editors.npi_p2p:NegativePromptP2PEditor",

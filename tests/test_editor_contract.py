@@ -26,7 +26,8 @@ def samples(smoke):
     # two samples with everything any built-in editor reads (instruction, blended words)
     picked = [s for s in smoke.samples if s.instruction and s.blended_words][:2]
     assert len(picked) == 2
-    return picked
+    # and a ground-truth target (the mirrored source) for editors that read one (the oracle bound)
+    return [dataclasses.replace(s, _target=np.ascontiguousarray(s.image[:, ::-1])) for s in picked]
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -73,7 +74,8 @@ def test_edit_batch_equals_edit(editor, samples):
 
 def test_declared_requirements_are_honoured(editor, samples):
     for field in sorted(editor.requires - {"image", "mask"}):
-        blank = {"source_prompt": "source_prompt_raw", "target_prompt": "target_prompt_raw"}.get(field, field)
+        blank = {"source_prompt": "source_prompt_raw", "target_prompt": "target_prompt_raw",
+                 "target_image": "_target"}.get(field, field)
         lacking = dataclasses.replace(samples[0], **{blank: "" if blank.endswith("_raw") else None})
         reason = editor.skip_reason(lacking)
         assert reason and field in reason, f"{editor.name} requires {field} but does not skip a sample without it"

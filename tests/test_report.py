@@ -356,7 +356,9 @@ def test_report_in_browser(run, browser, tmp_path):
     assert counts("overall") == {"identity": "4/0/0", "flaky": "2/1/1"}  # ok/failed/skipped
     assert counts("category-1")["flaky"] == "1/0/1" and counts("category-2")["flaky"] == "0/1/0"
     overall_text = d.find_element(By.ID, "overall").text
-    assert "PSNR ↑" in overall_text and "MSE x10^4 ↓" in overall_text and "n=2" in overall_text
+    assert "PSNR ↑" in overall_text and "MSE x10^4 ↓" in overall_text
+    # a metric averaged over all of a row's samples shows no n of its own: the counts column says it once
+    assert "n=2" not in overall_text and "n=4" not in overall_text
 
     # gallery: source + mask for every sample, one target, identity everywhere, flaky on 2 of 4
     n = len(SAMPLES)
@@ -468,3 +470,45 @@ def test_templates_escape_dataset_strings(tmp_path):
         assert not re.search(r"\bMarkup\(|\bSafe\(|__html__", src) or path.name == "render.py", path.name
     for path in (package / "templates").glob("*.html.j2"):
         assert not re.search(r"\|\s*safe\b|autoescape\s+false", path.read_text()), path.name
+
+
+def test_wide_leaderboard_scrolls_in_its_box_with_the_editor_column_sticky(browser, tmp_path):
+    """ShapesEdit's committed board with ten more metrics: far wider than a 1400-pixel window."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_tables import many_metrics_board
+
+    board = many_metrics_board()
+    board["editors"]["blank"] = {**board["editors"]["identity"], "bound": "chance floor: a flat image"}
+    (tmp_path / "leaderboard.json").write_text(json.dumps(board))
+    index = write_report(tmp_path)
+    d = browser
+    d.set_window_size(1400, 1000)
+    open_page(d, index)
+    # the page itself never scrolls sideways: only the table's own box does
+    assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    wrap = d.find_element(By.CSS_SELECTOR, "#overall").find_element(By.XPATH, "..")
+    assert "table-wrap" in wrap.get_attribute("class")
+    assert d.execute_script("return arguments[0].scrollWidth > arguments[0].clientWidth + 500", wrap)
+    # the ground-truth columns that matter on ShapesEdit come first, in view without scrolling
+    first = [th.text for th in d.find_elements(By.CSS_SELECTOR, "#overall thead th")][:4]
+    assert first[2].startswith("Attr acc"), first
+    d.execute_script("arguments[0].scrollLeft = arguments[0].scrollWidth", wrap)
+    box = d.execute_script("return arguments[0].getBoundingClientRect().toJSON()", wrap)
+    last = d.find_elements(By.CSS_SELECTOR, "#overall thead th")[-1]
+    rect = d.execute_script("return arguments[0].getBoundingClientRect().toJSON()", last)
+    assert last.text == "p95" and box["left"] <= rect["left"] and rect["right"] <= box["right"] + 1
+    editor = d.find_element(By.CSS_SELECTOR, "#overall tbody tr td.editor")
+    ed_rect = d.execute_script("return arguments[0].getBoundingClientRect().toJSON()", editor)
+    assert abs(ed_rect["left"] - box["left"]) <= 2 and editor.is_displayed()  # stuck to the box's left edge
+    screenshot(d, "report-wide-scrolled.png", tmp_path)
+    # bounds: drawn apart, last, never bold
+    rows = d.find_elements(By.CSS_SELECTOR, "#overall tbody tr")
+    assert [r.get_attribute("data-editor-row") for r in rows][-2:] == ["identity", "blank"]
+    assert all("bound" in r.get_attribute("class") for r in rows[-2:])
+    assert not d.find_elements(By.CSS_SELECTOR, "#overall tr.bound td.best")
+    assert d.find_elements(By.CSS_SELECTOR, "#overall tr:not(.bound) td.best")
+    # no toy banner (the editors ran on trained models); the toy-weight columns are marked instead
+    assert not d.find_elements(By.ID, "toy-banner")
+    note = d.find_element(By.CSS_SELECTOR, "#leaderboard .toy-metrics").text
+    assert "LPIPS" in note and "Structure" in note

@@ -104,4 +104,5 @@ class Sample:
             "blended_words": self.blended_words,
             "image": True,
             "mask": True,
+            "target_image": self.has_target_image,
         }[name]

@@ -40,6 +40,7 @@ class EditorRow:
     cells: list[Cell]  # one per metric column, then p50 and p95
     toy: bool = False
     load_error: Optional[str] = None
+    bound: str = ""  # a bound's rows are drawn apart and never hold the best cell
 
 
 @dataclass
@@ -55,17 +56,19 @@ def best_values(blocks: dict[str, Block], metrics: Sequence[Metric]) -> dict[str
     for m in metrics:
         vals = [b.metrics[m.name].mean for b in blocks.values() if m.name in b.metrics]
         vals = [v for v in vals if not math.isnan(v)]
-        if len(vals) > 1:
+        if len(set(vals)) > 1:  # a column where all agree has no best
             out[m.name] = max(vals) if m.higher_is_better else min(vals)
     return out
 
 
-def metric_cell(stat: Optional[Stat], scale: float, best: Optional[float]) -> Cell:
+def metric_cell(stat: Optional[Stat], scale: float, best: Optional[float], row_n: Optional[int] = None) -> Cell:
+    """``row_n``: the row's sample count; a metric averaged over as many shows no n of its own (the
+    counts column says it once), one defined on fewer samples shows its n."""
     if stat is None:
         return Cell(sort="")
     v, se = scaled(stat.mean, scale), scaled(stat.stderr, scale)
     show_se = math.isfinite(se) and math.isfinite(v) and stat.n > 1
-    return Cell(fmt_num(v), sort_key(v), fmt_num(se) if show_se else None, stat.n,
+    return Cell(fmt_num(v), sort_key(v), fmt_num(se) if show_se else None, None if stat.n == row_n else stat.n,
                 best=best is not None and stat.mean == best)
 
 
@@ -77,22 +80,26 @@ def leaderboard_table(view: BoardView, category: Optional[str] = None, table_id:
                       skipped: Optional[dict] = None) -> LeaderboardTable:
     """``skipped``: (editor, category) -> count from the records; the leaderboard's category blocks
     don't carry skips, and a blank there would read as zero."""
-    metrics = list(view.metrics.values())
+    metrics = view.ordered_metrics
     blocks = {}
     for name, ed in view.editors.items():
         block = ed.overall if category is None else ed.per_category.get(category)
         if block is not None:
             blocks[name] = block
-    best = best_values(blocks, metrics)
+    # bounds frame the methods (identity's background is perfect by construction): never "best"
+    best = best_values({n: b for n, b in blocks.items() if not view.editors[n].bound}, metrics)
     table = LeaderboardTable(table_id, metrics)
-    for name, block in blocks.items():
+    order = [n for n in blocks if not view.editors[n].bound] + [n for n in blocks if view.editors[n].bound]
+    for name in order:
+        block = blocks[name]
         ed = view.editors[name]
         n_skip = block.n_skipped
         if n_skip is None:
             n_skip = (skipped or {}).get((name, category), 0 if skipped is not None else NAN_TEXT)
-        cells = [metric_cell(block.metrics.get(m.name), m.scale, best.get(m.name)) for m in metrics]
+        row_best = {} if ed.bound else best
+        cells = [metric_cell(block.metrics.get(m.name), m.scale, row_best.get(m.name), block.n_ok) for m in metrics]
         table.rows.append(EditorRow(name, f"{block.n_ok}/{block.n_failed}/{n_skip}", block.n_ok,
-                                    cells + latency_cells(block.latency), ed.toy, ed.load_error))
+                                    cells + latency_cells(block.latency), ed.toy, ed.load_error, ed.bound))
     return table
 
 

@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from pie_bench.core.formatting import SHORT, as_float, metric_label
+from pie_bench.core.formatting import SHORT, as_float, metric_label, scale_suffix
 from pie_bench.run.leaderboard import (LEADERBOARD_KIND, LEADERBOARD_VERSION, CategorySummary, EditorSummary,
                                        Leaderboard, MetricStats, as_leaderboard, load_leaderboard)
+
+
+TOY_MARK = "†"
+# the compact tables' columns: what the edit did, what it kept, and (ShapesEdit) how close to the truth
+GROUND_TRUTH_KEY = ("gt_attribute_accuracy", "psnr_unedit_part", "lpips_unedit_part", "gt_psnr",
+                    "clip_similarity_target_image_edit_part")
+PROTOCOL_KEY = ("structure_distance", "psnr_unedit_part", "lpips_unedit_part", "ssim_unedit_part",
+                "clip_similarity_target_image", "clip_similarity_target_image_edit_part")
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,7 @@ class Metric:
     higher_is_better: bool = True
     label: Optional[str] = None  # the metric's own label, where its metric_info declares one
     declared: bool = True  # False: only seen in the editors' blocks (no metric_info entry)
+    toy: bool = False  # computed with toy (random) weights: marked with TOY_MARK wherever it is shown
 
     @property
     def header(self) -> str:
@@ -31,6 +40,18 @@ class Metric:
     @property
     def short(self) -> str:
         return SHORT.get(self.name, self.name)
+
+    @property
+    def display(self) -> str:
+        """The name without the direction: the metric's label, else its short name and scale."""
+        return self.label or self.short + scale_suffix(self.scale)
+
+    @property
+    def marked_header(self) -> str:
+        """The header with TOY_MARK after the name where the metric's weights are toy."""
+        if not self.toy:
+            return self.header
+        return metric_label(self.name, self.scale, self.higher_is_better, self.display + TOY_MARK)
 
 
 @dataclass
@@ -51,6 +72,7 @@ class Latency:
 class Block:
     """An editor's numbers over all samples or over one edit category."""
     n_ok: int = 0
+    name: str = ""  # the category's name (category blocks)
     n_failed: int = 0
     n_skipped: Optional[int] = None  # category blocks carry no skip count
     metrics: dict[str, Stat] = field(default_factory=dict)
@@ -77,6 +99,7 @@ class EditorView:
     config_hash: Optional[str] = None
     backbone: Optional[str] = None
     paper: str = ""
+    bound: str = ""  # what the baseline bounds; "" for a method
 
     @property
     def n_unlisted(self) -> int:
@@ -123,6 +146,43 @@ class BoardView:
         return self.metrics.get(name) or Metric(name, declared=False)
 
     @property
+    def category_names(self) -> dict[str, str]:
+        return {c: b.name for e in self.editors.values() for c, b in e.per_category.items() if b.name}
+
+    @property
+    def toy_editors(self) -> list[str]:
+        return [n for n, e in self.editors.items() if e.toy]
+
+    @property
+    def toy_metrics(self) -> list[Metric]:
+        return [m for m in self.metrics.values() if m.toy]
+
+    @property
+    def headline_toy(self) -> bool:
+        """Whether the editors themselves ran on toy backbones: only then is the whole table a pipeline
+        check (toy metric weights mark their own columns instead)."""
+        return bool(self.toy_editors)
+
+    @property
+    def toy_metrics_note(self) -> str:
+        names = ", ".join(m.short for m in self.toy_metrics)
+        return (f"{TOY_MARK} toy (random) weights, pipeline check only: {names}" if names else "")
+
+    @property
+    def key_metrics(self) -> list[Metric]:
+        """The few columns that fit one line: on a dataset with ground truth what it measures exactly,
+        else the PIE-Bench protocol's headline metrics; a board with neither, its first six."""
+        names = GROUND_TRUTH_KEY if "gt_attribute_accuracy" in self.metrics else PROTOCOL_KEY
+        key = [self.metrics[n] for n in names if n in self.metrics]
+        return key or list(self.metrics.values())[:6]
+
+    @property
+    def ordered_metrics(self) -> list[Metric]:
+        """Every metric, the key ones first: the columns that matter are the ones in view."""
+        key = self.key_metrics
+        return key + [m for m in self.metrics.values() if m not in key]
+
+    @property
     def categories(self) -> list[str]:
         return sorted({c for e in self.editors.values() for c in e.per_category}, key=int)
 
@@ -136,7 +196,7 @@ def _stat(m: MetricStats) -> Stat:
 
 
 def _block(b: Union[EditorSummary, CategorySummary]) -> Block:
-    return Block(n_ok=b.n_ok, n_failed=b.n_failed, n_skipped=getattr(b, "n_skipped", None),
+    return Block(n_ok=b.n_ok, n_failed=b.n_failed, n_skipped=getattr(b, "n_skipped", None), name=getattr(b, "name", ""),
                  metrics={k: _stat(v) for k, v in b.metrics.items()},
                  latency=Latency(b.latency.p50, b.latency.p95, b.latency.n))
 
@@ -147,7 +207,7 @@ def _editor(name: str, ed: EditorSummary) -> EditorView:
         per_category={c: _block(b) for c, b in ed.per_category.items()},
         failures=[Problem(f.get("sample_id"), f.get("error")) for f in ed.failures],
         skipped=[Problem(s.get("sample_id"), s.get("reason")) for s in ed.skipped],
-        config=ed.config, config_hash=ed.config_hash, backbone=ed.backbone, paper=ed.paper)
+        config=ed.config, config_hash=ed.config_hash, backbone=ed.backbone, paper=ed.paper, bound=ed.bound)
 
 
 def dataset_view(ds: Optional[dict]) -> DatasetView:
@@ -176,7 +236,8 @@ def board_view(board: Union[Leaderboard, dict, BoardView]) -> BoardView:
     board = as_leaderboard(board)
     editors = {n: _editor(n, e) for n, e in board.editors.items()}
     if board.metric_info:
-        metrics = {n: Metric(n, i.get("scale", 1.0), i.get("higher_is_better", True), i.get("label"))
+        metrics = {n: Metric(n, i.get("scale", 1.0), i.get("higher_is_better", True), i.get("label"),
+                             toy=bool(i.get("toy")))
                    for n, i in board.metric_info.items()}
     else:
         metrics = {n: Metric(n, declared=False) for n in sorted({m for e in board.editors.values() for m in e.metrics})}

@@ -36,9 +36,13 @@ def _make_dir(out_dir: Path, flag: str) -> None:
 
 
 def toy_note(views: Sequence[BoardView]) -> Optional[str]:
-    """The banner's text where any of the boards was made with toy models, else None."""
-    toy = [v for v in views if v.toy]
-    return (toy[0].toy_note or "numbers come from toy (random-weight) models") if toy else None
+    """The banner's text where editors of the boards ran on toy backbones, else None (toy metric weights
+    mark their own columns, ``Metric.marked_header``, with a note under the table)."""
+    names = sorted({n for v in views for n in v.toy_editors})
+    if not names:
+        return None
+    return (f"editors {', '.join(names)} ran on toy (random-weight) models: their numbers check the "
+            "pipeline, not editing quality")
 
 
 def details_rows(view: BoardView) -> list[tuple[str, object]]:

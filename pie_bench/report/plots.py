@@ -65,6 +65,11 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
     return front
 
 
+def toy_suffix(view: BoardView, metric) -> str:
+    """What of a panel is toy: the editors' backbones, else the metric's weights, else nothing."""
+    return " (toy models)" if view.headline_toy else (" (toy weights)" if metric.toy else "")
+
+
 def _points(view: BoardView, metric: str) -> dict[str, tuple[float, float]]:
     scale = view.metric(metric).scale
     out = {}
@@ -105,15 +110,18 @@ def pareto_plot(boards: Sequence[tuple[str, BoardView]], path: Path) -> Optional
             for name, (x, y) in pts.items():
                 c = colors[name]
                 plotted += 1
-                ax.scatter([x], [y], s=46, color=c if last else "none", edgecolors=c, zorder=3,
-                           label=name if last else None)
+                bound = bool(view.editors[name].bound) if name in view.editors else False
+                # bounds: crosses, outside the front (they frame the methods, they don't compete)
+                ax.scatter([x], [y], s=46, color=c if last or bound else "none", edgecolors=c, zorder=3,
+                           marker="X" if bound else "o", label=(name + (" (bound)" if bound else "")) if last else None)
                 if last:
                     ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
                     prev = series[si - 1][1].get(name) if si else None
                     if prev:
                         ax.annotate("", xy=(x, y), xytext=prev, arrowprops={"arrowstyle": "->", "color": c})
-            if last and len(pts) > 1:
-                front = pareto_front(list(pts.values()), mi.higher_is_better)
+            methods = [p for n, p in pts.items() if not (n in view.editors and view.editors[n].bound)]
+            if last and len(methods) > 1:
+                front = pareto_front(methods, mi.higher_is_better)
                 ax.step([p[0] for p in front], [p[1] for p in front], where="post", ls="--", color="0.5",
                         lw=1, zorder=1, label="Pareto front")
         if allx and max(allx) / min(allx) > 20:
@@ -123,7 +131,7 @@ def pareto_plot(boards: Sequence[tuple[str, BoardView]], path: Path) -> Optional
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.set_xlabel("seconds / image (p50, warm-up excluded)")
         ax.set_ylabel(mi.header)
-        ax.set_title(f"{mi.short} vs latency" + (" (toy models)" if view.toy else ""), fontsize=10)
+        ax.set_title(f"{mi.short} vs latency" + toy_suffix(view, mi), fontsize=10)
         ax.grid(alpha=0.3)
     if not plotted:
         return None  # no editor has both a timed sample and a finite mean
@@ -131,7 +139,9 @@ def pareto_plot(boards: Sequence[tuple[str, BoardView]], path: Path) -> Optional
         axes[-1].legend(fontsize=7, loc="best")
     _save_svg(fig, path)
     caption = ("Better is up for ↑ metrics, down for ↓ ones; left is faster. The dashed line joins the "
-               "editors no other editor beats on both axes. Latencies under 0.1 ms are drawn at 0.1 ms.")
+               "methods no other method beats on both axes. Latencies under 0.1 ms are drawn at 0.1 ms.")
+    if any(e.bound for e in view.editors.values()):
+        caption += " Crosses: bounds (identity, oracle, blank), outside the front."
     if len(boards) > 1:
         caption += " Hollow markers: A; filled: B; arrows A → B."
     if skipped:
@@ -174,7 +184,7 @@ def category_plot(board, path: Path) -> Optional[str]:
     if not any(np.isfinite(b.get_height()) for ax in axes for b in ax.patches):
         return None  # every mean undefined or infinite: an empty chart would only mislead
     axes[0].legend(fontsize=7, ncols=min(4, len(editors)))
-    axes[0].set_title("per edit category" + (" (toy models)" if view.toy else ""), fontsize=10)
+    axes[0].set_title("per edit category" + (" (toy models)" if view.headline_toy else ""), fontsize=10)
     _save_svg(fig, path)
     caption = "Mean per edit category (paper scales)."
     if nonfinite:

@@ -72,6 +72,7 @@ class EditorSummary:
     config_hash: str = ""
     backbone: str = ""
     toy: bool = False
+    bound: str = ""  # "": a method; else what the baseline bounds (identity, oracle, blank): never "best"
     seed: Optional[int] = None
     paper: str = ""
     n: int = 0
@@ -129,7 +130,7 @@ class Leaderboard:
         if version == 1:
             data["selection"] = {"recorded": False}
         try:
-            editors = {name: _editor(e) for name, e in (data.get("editors") or {}).items()}
+            editors = {name: _editor(e, name) for name, e in (data.get("editors") or {}).items()}
             return _build(cls, {**data, "editors": editors, "schema_version": LEADERBOARD_VERSION})
         except (TypeError, AttributeError, ValueError) as exc:
             raise ResultsError(f"{where}: malformed leaderboard ({exc}); regenerate it with `pie-bench bench`") from None
@@ -149,9 +150,17 @@ def _metrics(block: Optional[dict]) -> dict[str, MetricStats]:
     return {name: _build(MetricStats, stats) for name, stats in (block or {}).items()}
 
 
-def _editor(d: dict) -> EditorSummary:
+# boards written before editors declared ``bound`` (schema 2 from before 2026-12-02) name them only
+KNOWN_BOUNDS = {"identity": "preservation ceiling: the source unchanged",
+                "oracle": "ceiling: the ground-truth edit",
+                "blank": "chance floor: a flat mean-colour image"}
+
+
+def _editor(d: dict, name: str = "") -> EditorSummary:
     if not isinstance(d, dict):
         raise TypeError(f"an editor entry is {type(d).__name__}, not an object")
+    if "bound" not in d and name in KNOWN_BOUNDS:
+        d = {**d, "bound": KNOWN_BOUNDS[name]}
     cats = {k: _build(CategorySummary, {**c, "metrics": _metrics(c.get("metrics")),
                                         "latency": _build(LatencyStats, c.get("latency") or {})})
             for k, c in (d.get("per_category") or {}).items()}

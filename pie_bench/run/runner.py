@@ -99,7 +99,7 @@ def score_sample(metrics: list, sample, edited: np.ndarray) -> dict:
 
 def editor_info(editor) -> dict:
     return {"config": editor.config_dict(), "config_hash": editor.config_hash(), "backbone": editor.backbone_id,
-            "toy": editor.is_toy, "seed": getattr(editor.config, "seed", None), "paper": editor.paper}
+            "toy": editor.is_toy, "bound": editor.bound, "seed": getattr(editor.config, "seed", None), "paper": editor.paper}
 
 
 class ProgressSink:
