@@ -41,61 +41,6 @@ class HarnessGroup(click.Group):
             raise HarnessClickError(" ".join(str(exc).split())) from None
 
 
-def parse_editor_args(pairs, config_file) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    if config_file:
-        path = Path(config_file)
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else __import__("yaml").safe_load(text)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: cannot read editor config ({exc}); give a JSON/YAML file "
-                              "{{editor: {{key: value}}}}") from None
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-            raise ConfigError(f"{path}: editor config must map editor names to {{key: value}} tables")
-        for ed, kv in data.items():
-            out.setdefault(ed, {}).update(kv)
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        editor, dot, field = key.partition(".")
-        if not eq or not dot or not editor or not field:
-            raise ConfigError(f"--editor-arg {pair!r}: expected EDITOR.KEY=VALUE, e.g. nti_p2p.inner_steps=5")
-        out.setdefault(editor, {})[field] = value
-    return out
-
-
-class RichProgress:
-    def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                                 transient=False)
-        self.overall = None
-        self.current = None
-        self.failed = 0
-
-    def start(self, total):
-        self.progress.start()
-        self.overall = self.progress.add_task("[bold]all editors", total=total)
-
-    def editor(self, name, total):
-        if self.current is not None:
-            self.progress.update(self.current, visible=False)
-        self.current = self.progress.add_task(f"  {name}", total=total)
-
-    def advance(self, status):
-        self.failed += status == "failed"
-        self.progress.advance(self.overall)
-        self.progress.advance(self.current)
-
-    def note(self, text):
-        self.progress.console.print(text)
-
-    def stop(self):
-        self.progress.stop()
-
-
 @click.group(cls=HarnessGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (tracebacks of failed samples).")
 def cli(verbose):
@@ -180,6 +125,8 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
     from pie_bench.run import presets
     from pie_bench.run.distributed import is_main_process
     from pie_bench.run.runner import BenchOptions, any_failed, run_bench
+    from pie_bench.core.options import parse_editor_args
+    from pie_bench.report.progress import RichProgress
     from pie_bench.report.tables import print_leaderboard
 
     if not is_main_process():  # under accelerate/torchrun, rank 0 alone prints
@@ -211,7 +158,7 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
                         warmup=warmup, batch_size=batch_size, fail_fast=fail_fast, retry_failed=retry_failed,
                         command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console.print(f"data [bold]{ds.name}[/bold] ({len(ds)} samples) · editors {', '.join(names)} · out {out}")
-    board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress())
+    board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress(console))
     print_leaderboard(board, console, wide=wide)
     console.print(f"leaderboard: {Path(out) / 'leaderboard.json'}")
     if not no_report and is_main_process():  # one report, from the merged leaderboard
@@ -224,6 +171,60 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
                               f"retry with `python cli.py report {out}`[/yellow]")
     if any_failed(board):
         sys.exit(1)
+
+
+@cli.command()
+@click.option("--editor", "editor_names", multiple=True, help="Editor to sweep (repeatable: several share one plot).")
+@click.option("--grid", "grid_specs", multiple=True,
+              help="KEY=V1,V2 (every --editor) or EDITOR.KEY=V1,V2; repeatable: every combination runs.")
+@click.option("--grid-file", type=click.Path(), default=None, help="YAML/JSON {editor: {key: [values]}}.")
+@data_options(default=None, help_extra=" Default: ShapesEdit with the embedded preset.")
+@click.option("--backbone", default="auto", show_default=True)
+@click.option("--metrics", "metric_names", default="protocol", show_default=True)
+@click.option("--metric", "quality", default=None, help="Quality axis (default: attribute accuracy, else CLIP-edited).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--out", type=click.Path(), default=None, help="Output folder (default results/runs/sweep-<data>).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--no-progress", is_flag=True)
+@click.option("--no-report", is_flag=True)
+def sweep(editor_names, grid_specs, grid_file, data, categories, ids, limit, limit_mode, backbone, metric_names,
+          quality, device, dtype, out, batch_size, no_progress, no_report):
+    """Run every combination of a grid of editor settings (resumable, one leaderboard) and print quality
+    against seconds per image with the Pareto front."""
+    from pie_bench.run import presets
+    from pie_bench.run.runner import BenchOptions, run_bench
+    from pie_bench.run.run_folder import RunFolder
+    from pie_bench.run.sweep import bench_options_fields, expand, parse_grid
+    from pie_bench.report.progress import RichProgress
+    from pie_bench.report.sweep import print_sweep
+
+    variants = expand(parse_grid(editor_names, grid_specs, grid_file))
+    embedded = data is None
+    data = presets.EMBEDDED_DATA if embedded else data
+    backbone = presets.default_backbone(data) if backbone == "auto" else backbone
+    if embedded:  # the preset's step counts under the grid's values
+        for v in variants:
+            v.args = {**presets.EMBEDDED_EDITOR_ARGS.get(v.editor, {}), **v.args}
+    ds = load_data(data, categories, ids, limit, limit_mode)
+    metrics = resolve_metrics(metric_names, presets.default_backbone(data), device, with_ground_truth=ds.has_targets)
+    out = Path(out) if out else RUNS_DIR / f"sweep-{ds.name.replace(':', '_').replace('/', '_')}"
+    opts = BenchOptions(**bench_options_fields(variants), backbone=backbone, device=device, dtype=dtype,
+                        batch_size=batch_size or (presets.EMBEDDED_BATCH_SIZE if embedded else 1),
+                        command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    console.print(f"sweep: {len(variants)} configuration(s) · data [bold]{ds.name}[/bold] ({len(ds)} samples) · out {out}")
+    board = run_bench(ds, opts, metrics, out, progress=None if no_progress else RichProgress(console))
+    try:
+        print_sweep(board, console, quality)
+    except KeyError as exc:
+        raise ConfigError(f"--metric {exc.args[0]}: not scored in this sweep; pass one of --metrics") from None
+    shared = sum(int(r.extras.get("inversion_cached", 0)) for r in RunFolder(out).records() if r.extras)
+    console.print(f"inversions shared between configurations (this and earlier launches): {shared}")
+    console.print(f"leaderboard: {out / 'leaderboard.json'}")
+    if not no_report:
+        from pie_bench.report.html import write_report
+
+        console.print(f"report: {write_report(out)}")
 
 
 @cli.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 import types
 import typing
 from typing import Any, Optional, Union
@@ -141,4 +142,34 @@ def coerce_kwargs(func, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
         default = params[key].default
         out[key] = coerce(value, hints.get(key), None if default is inspect.Parameter.empty else default,
                           f"{where}.{key}")
+    return out
+
+
+def read_table_file(path, what: str, shape: str) -> dict[str, dict]:
+    """A JSON (``.json``) or YAML file mapping names to tables, e.g. ``{editor: {key: value}}``; anything
+    else is a one-line error naming the file and the expected ``shape``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else __import__("yaml").safe_load(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({' '.join(str(exc).split())}); give a JSON/YAML "
+                          f"file {shape}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"{path}: the {what} must map names to tables: {shape}")
+    return {str(k): v for k, v in data.items()}
+
+
+def parse_editor_args(pairs, config_file=None) -> dict[str, dict[str, str]]:
+    """``--editor-config FILE`` ({editor: {key: value}}) under ``--editor-arg EDITOR.KEY=VALUE`` pairs."""
+    out: dict[str, dict[str, str]] = {}
+    if config_file:
+        for ed, kv in read_table_file(config_file, "editor config", "{editor: {key: value}}").items():
+            out.setdefault(ed, {}).update(kv)
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        editor, dot, field = key.partition(".")
+        if not eq or not dot or not editor or not field:
+            raise ConfigError(f"--editor-arg {pair!r}: expected EDITOR.KEY=VALUE, e.g. nti_p2p.inner_steps=5")
+        out.setdefault(editor, {})[field] = value
     return out

@@ -222,7 +222,9 @@ def print_leaderboard(board: Union[Leaderboard, dict, BoardView], console: Conso
     titles = [(headline(view), False)]
     if per_category and view.categories:
         titles.append((f"{view.dataset.name} — per edit category", True))
-    for title, by_cat in titles:
+    for i, (title, by_cat) in enumerate(titles):
+        if i:
+            console.print()
         if wide:
             tables, shown, dropped = fit_wide(console, view, title, by_cat), list(view.metrics.values()), []
         else:

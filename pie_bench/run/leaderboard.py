@@ -70,6 +70,7 @@ class CategorySummary:
 class EditorSummary:
     config: dict = field(default_factory=dict)
     config_hash: str = ""
+    editor: str = ""  # the registry name; differs from the row's name for sweep variants (``editor@k=v``)
     backbone: str = ""
     toy: bool = False
     bound: str = ""  # "": a method; else what the baseline bounds (identity, oracle, blank): never "best"

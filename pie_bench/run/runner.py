@@ -56,6 +56,7 @@ class BenchOptions:
     rank: int = 0
     world: int = 1
     batch_size: int = 1  # samples per edit_batch call, for editors that override it
+    aliases: dict[str, str] = field(default_factory=dict)  # run name -> registry name (sweep variants)
 
 
 class FailFast(HarnessError):
@@ -67,12 +68,21 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {text}"
 
 
-def instantiate_editors(names: Sequence[str], editor_args: dict[str, dict[str, str]]) -> list:
+def instantiate_editors(names: Sequence[str], editor_args: dict[str, dict[str, str]],
+                        aliases: Optional[dict[str, str]] = None) -> list:
+    """One editor per name; a name in ``aliases`` (a sweep variant) is that registry editor under its own
+    name, so its records, images and leaderboard row stay apart from the other variants'."""
     unknown = set(editor_args) - set(names)
     if unknown:
         raise ConfigError(f"--editor-arg given for {', '.join(sorted(unknown))}, which is not in --editors "
                           f"({', '.join(names)})")
-    return [get_editor_class(n)(**editor_args.get(n, {})) for n in names]
+    editors = []
+    for n in names:
+        ed = get_editor_class((aliases or {}).get(n, n))(**editor_args.get(n, {}))
+        if n != ed.name:
+            ed.name = n
+        editors.append(ed)
+    return editors
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
@@ -99,6 +109,7 @@ def score_sample(metrics: list, sample, edited: np.ndarray) -> dict:
 
 def editor_info(editor) -> dict:
     return {"config": editor.config_dict(), "config_hash": editor.config_hash(), "backbone": editor.backbone_id,
+            "editor": type(editor).name,
             "toy": editor.is_toy, "bound": editor.bound, "seed": getattr(editor.config, "seed", None), "paper": editor.paper}
 
 
@@ -171,7 +182,7 @@ class Runner:
         to its own ``samples.rank<k>.jsonl``; rank 0 then merges and writes the leaderboard, which every
         rank returns."""
         samples = list(self.dataset.samples if samples is None else samples)
-        editors = instantiate_editors(list(self.opts.editors), self.opts.editor_args)
+        editors = instantiate_editors(list(self.opts.editors), self.opts.editor_args, self.opts.aliases)
         for ed in editors:  # provenance must be known before load (the config hash includes the backbone)
             ed.bind_backbone(self.opts.backbone)
         lock = FolderLock(self.folder.root, self.opts.command)
@@ -256,7 +267,8 @@ class Runner:
                 self.write(rec)
                 continue
             pending.append((sample, rec))
-            if len(pending) >= batch:
+            # warm-up samples go alone: a batch holding one would be all warm-up, leaving a short run untimed
+            if len(pending) >= (1 if self.timed < self.opts.warmup else batch):
                 self.edit_chunk(ed, pending)
                 pending = []
         if pending:
