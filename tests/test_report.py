@@ -479,7 +479,7 @@ def test_wide_leaderboard_scrolls_in_its_box_with_the_editor_column_sticky(brows
     from tests.test_tables import many_metrics_board
 
     board = many_metrics_board()
-    board["editors"]["blank"] = {**board["editors"]["identity"], "bound": "chance floor: a flat image"}
+    board["editors"] = {"blank": board["editors"].pop("blank"), **board["editors"]}  # a bound listed first
     (tmp_path / "leaderboard.json").write_text(json.dumps(board))
     index = write_report(tmp_path)
     d = browser
@@ -504,8 +504,9 @@ def test_wide_leaderboard_scrolls_in_its_box_with_the_editor_column_sticky(brows
     screenshot(d, "report-wide-scrolled.png", tmp_path)
     # bounds: drawn apart, last, never bold
     rows = d.find_elements(By.CSS_SELECTOR, "#overall tbody tr")
-    assert [r.get_attribute("data-editor-row") for r in rows][-2:] == ["identity", "blank"]
-    assert all("bound" in r.get_attribute("class") for r in rows[-2:])
+    assert sorted(r.get_attribute("data-editor-row") for r in rows[-3:]) == ["blank", "identity", "oracle"]
+    assert all("bound" in r.get_attribute("class") for r in rows[-3:])
+    assert not any("bound" in (r.get_attribute("class") or "") for r in rows[:-3])
     assert not d.find_elements(By.CSS_SELECTOR, "#overall tr.bound td.best")
     assert d.find_elements(By.CSS_SELECTOR, "#overall tr:not(.bound) td.best")
     # no toy banner (the editors ran on trained models); the toy-weight columns are marked instead

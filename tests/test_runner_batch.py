@@ -81,7 +81,7 @@ def test_failing_batch_is_redone_one_by_one(editors, tmp_path):
     ds = load_dataset("smoke", limit=4)
     bad = ds.samples[1].id
     board = run_bench(ds, BenchOptions(editors=["batch_noise"], editor_args={"batch_noise": {"fail_on": bad}},
-                                       batch_size=4), build_metrics(["mse_unedit_part"]), tmp_path / "r")
+                                       batch_size=4, warmup=0), build_metrics(["mse_unedit_part"]), tmp_path / "r")
     assert CALLS[0] == ("batch", 4) and CALLS[1:] == [("edit", 1)] * 4
     recs = _records(tmp_path / "r")
     assert recs[bad][0] == "failed" and "bad sample" in recs[bad][2]
@@ -95,14 +95,16 @@ def test_editors_without_edit_batch_are_not_batched(editors, tmp_path):
     assert CALLS == [("edit", 1)] * 3
 
 
-def test_first_batched_call_is_all_warm_up(editors, tmp_path):
-    """The warm-up cost lands in the first call's time, which every sample of that call shares."""
+def test_warm_up_samples_are_edited_alone(editors, tmp_path):
+    """A batch holding a warm-up sample would be all warm-up (its cost is spread over the call), so the
+    warm-up samples go one by one and every later batch is timed."""
     ds = load_dataset("smoke", limit=5)
     board = run_bench(ds, BenchOptions(editors=["batch_noise"], batch_size=3, warmup=1),
                       build_metrics(["mse_unedit_part"]), tmp_path / "w")
     from pie_bench.run.run_folder import RunFolder
 
+    assert CALLS == [("edit", 1), ("batch", 3), ("edit", 1)]
     warm = {r.sample_id: r.warmup for r in RunFolder(tmp_path / "w").records()}
-    assert list(warm.values()) == [True, True, True, False, False]
+    assert list(warm.values()) == [True, False, False, False, False]
     lat = board["editors"]["batch_noise"]["latency"]
-    assert (lat["n"], lat["warmup_excluded"]) == (2, 3)
+    assert (lat["n"], lat["warmup_excluded"]) == (4, 1)
