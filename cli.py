@@ -35,10 +35,21 @@ class HarnessClickError(click.ClickException):
 
 class HarnessGroup(click.Group):
     def invoke(self, ctx):
+        from pie_bench.run.stop import RunStopped  # signal handling only: imports no torch
+
         try:
             return super().invoke(ctx)
         except HarnessError as exc:
             raise HarnessClickError(" ".join(str(exc).split())) from None
+        except RunStopped as exc:  # SIGTERM/SIGINT: what was done is recorded; exit as that signal would
+            from pie_bench.run.distributed import is_main_process
+
+            if is_main_process():
+                err_console.print(str(exc), style="bold yellow", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C before a run started (loading data, models): nothing to record
+            err_console.print("interrupted before the run started; finished results are on disk", highlight=False)
+            sys.exit(130)
 
 
 @click.group(cls=HarnessGroup)

@@ -6,6 +6,7 @@ exactly as a third-party editor would be.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ FAULT_EDITORS = {
     "oom_on": "tests.fault_editors:OOMOnEditor",
     "slow": "tests.fault_editors:SlowEditor",
     "jitter": "tests.fault_editors:JitterEditor",
+    "flaky": "tests.fault_editors:FlakyEditor",
 }
 
 
@@ -97,7 +99,7 @@ class SlowEditor(Editor):
         markers = os.environ.get("PIE_BENCH_TEST_MARKERS")
         if markers:
             with open(Path(markers), "a") as fh:
-                fh.write(sample.id + "\n")
+                fh.write(f"{sample.id}:{os.getpid()}\n")
             started = len(Path(markers).read_text().split())
             if str(started) == os.environ.get("PIE_BENCH_TEST_HANG_AT"):
                 time.sleep(3600)
@@ -128,6 +130,46 @@ class JitterEditor(Editor):
         out = sample.image.astype(np.int16)
         out[region] += noise[region].astype(np.int16)
         return EditOutput(image=np.clip(out, 0, 255).astype(np.uint8))
+
+
+@dataclass
+class FlakyConfig(EditorConfig):
+    rate: float = 0.05  # fraction of samples that fault
+    fault_seed: int = 0
+
+
+FLAKY_FAULTS = ("raise", "nan", "black", "oom")
+
+
+def flaky_fault(sample_id: str, rate: float, fault_seed: int) -> str:
+    """The fault (or "") a sample meets: a hash of (seed, id), so every run, process count and resume
+    picks the same samples and the same fault for each."""
+    h = int.from_bytes(hashlib.sha256(f"{fault_seed}:{sample_id}".encode()).digest()[:8], "big")
+    if (h % 1_000_000) / 1_000_000 >= rate:
+        return ""
+    return FLAKY_FAULTS[(h // 1_000_000) % len(FLAKY_FAULTS)]
+
+
+class FlakyEditor(JitterEditor):
+    """Jitter that fails on a seeded ``rate`` of samples, by raising, returning NaN or black, or raising
+    CUDA OOM: the soak's stand-in for an editor that breaks now and then."""
+
+    name = "flaky"
+    Config = FlakyConfig
+    paper = "test-only seeded faults"
+
+    def edit(self, sample, generator):
+        fault = flaky_fault(sample.id, self.config.rate, self.config.fault_seed)
+        if fault == "raise":
+            raise RuntimeError(f"injected failure on {sample.id}")
+        if fault == "nan":
+            return EditOutput(image=np.full((512, 512, 3), np.nan, dtype=np.float32))
+        if fault == "black":
+            return EditOutput(image=np.zeros((512, 512, 3), dtype=np.uint8))
+        if fault == "oom":
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory on {sample.id} (injected)")
+        noise = torch.randint(-12, 13, (512, 512, 3), generator=generator).numpy()
+        return EditOutput(image=np.clip(sample.image.astype(np.int16) + noise, 0, 255).astype(np.uint8))
 
 
 def register(monkeypatch) -> None:

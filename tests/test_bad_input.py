@@ -20,6 +20,7 @@ from metrics.registry import build_metrics
 from pie_bench.datasets.pie import ImageWarning, load_dataset, load_hf
 from pie_bench.core.errors import ConfigError, DataError, HarnessError, ResultsError
 from pie_bench.core.masks import encode_mask
+from pie_bench.run.lock import HOLDER_NAME, lock_is_free
 from pie_bench.run.results import read_records
 from pie_bench.run.run_folder import MANIFEST
 from pie_bench.run.runner import BenchOptions, run_bench
@@ -311,7 +312,7 @@ def test_disk_full_while_writing_images_or_leaderboard(finished, tmp_path, monke
         _resume(out)
     assert_one_line(err.value, *needles)
     _intact(out, 3 if target == "png" else 4)  # the failed write recorded nothing; finished records stay
-    assert not (out / ".pie_bench.lock").exists()
+    assert lock_is_free(out) and not (out / HOLDER_NAME).exists()
     monkeypatch.undo()
     board = _resume(out)
     assert board["editors"]["identity"]["n_ok"] == 4

@@ -15,6 +15,7 @@ from metrics.registry import build_metrics
 from pie_bench.datasets.pie import load_dataset
 from pie_bench.run.distributed import Dist, is_main_process, shard
 from pie_bench.core.errors import ResultsError
+from pie_bench.run.lock import HOLDER_NAME, lock_is_free
 from pie_bench.run.results import read_records
 from pie_bench.run.run_folder import RunFolder
 from pie_bench.run.runner import BenchOptions, run_bench
@@ -108,7 +109,7 @@ def test_two_gloo_processes_match_single_process_and_resume_across_counts(tmp_pa
     assert board2["editors"]["jitter"]["ranks"] == [0, 1]
     assert [r["rank"] for r in board2["editors"]["jitter"]["latency_per_rank"]] == [0, 1]
     assert all(r["device"].startswith("cpu") for r in board2["editors"]["jitter"]["latency_per_rank"])
-    assert not (two / ".pie_bench.lock").exists()
+    assert lock_is_free(two) and not (two / HOLDER_NAME).exists()
 
     one = tmp_path / "one"
     board1 = run_bench(ds4, BenchOptions(editors=EDITORS), metrics, one)

@@ -1,5 +1,6 @@
 """Runs survive faults, kills and full disks: fault-injection editors, --fail-fast, exit codes, the
-output-folder lock, SIGKILL part-way then resume, and ENOSPC while writing records."""
+output-folder lock (a real holder process, then SIGKILLed), SIGKILL part-way then resume, and ENOSPC while
+writing records."""
 from __future__ import annotations
 
 import errno
@@ -21,7 +22,7 @@ import cli as cli_module
 from metrics.registry import build_metrics
 from pie_bench.datasets.pie import load_dataset
 from pie_bench.core.errors import ResultsError
-from pie_bench.run.lock import LOCK_NAME, FolderLock, _proc_start
+from pie_bench.run.lock import HOLDER_NAME, FolderLock, lock_is_free
 from pie_bench.run.results import decode_float, read_records
 from pie_bench.run.run_folder import RunFolder
 from pie_bench.run.runner import BenchOptions, any_failed, run_bench
@@ -108,45 +109,53 @@ def test_exit_code_and_fail_fast(faults, ds4, tmp_path):
     assert f"raise_on failed on sample {bad}" in ff.output and "--fail-fast" in ff.output
     recs = read_records([tmp_path / "ff" / "samples.jsonl"])
     assert [r.sample_id for r in recs] == [s.id for s in ds4.samples[:2]]  # stopped at the failure
-    assert not (tmp_path / "ff" / LOCK_NAME).exists()  # the lock is released on the way out
+    assert lock_is_free(tmp_path / "ff") and not (tmp_path / "ff" / HOLDER_NAME).exists()  # released on the way out
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
+HOLD_LOCK = """
+import sys, time
+from pie_bench.run.lock import FolderLock
+lock = FolderLock(sys.argv[1], "python hold.py --out x").acquire()  # kept: a dropped lock is released
+print("held", flush=True)
+time.sleep(600)
+"""
 
 
-def test_folder_lock_live_dead_reused_and_remote(tmp_path, caplog):
+def test_folder_lock_refuses_a_live_holder_and_frees_on_sigkill(tmp_path, caplog):
+    """The kernel lock: a live holder is named in the refusal; SIGKILLed, it holds nothing, and the next
+    run takes the folder at once and says the last one ended without releasing."""
     root = tmp_path / "out"
     root.mkdir()
-    lock_file = root / LOCK_NAME
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root)], cwd=REPO, stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        time.sleep(0.2)
-        lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid,
-                                         "start": _proc_start(sleeper.pid), "since": "t0"}))
-        with pytest.raises(ResultsError, match=f"another run \\(pid {sleeper.pid} .*wait for it to finish or use "
-                                               "another --out"):
+        assert holder.stdout.readline().strip() == b"held"
+        assert not lock_is_free(root)
+        with pytest.raises(ResultsError) as err:
             FolderLock(root).acquire()
-        # same pid number, different process start time: the pid was reused, the owner is gone
-        lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "start": "1"}))
-        with caplog.at_level(logging.WARNING, logger="pie_bench"):
-            with FolderLock(root) as lock:
-                assert json.loads(lock_file.read_text())["pid"] == os.getpid()
-        assert "stale lock" in caplog.text and not lock_file.exists()
+        msg = str(err.value)
+        assert "\n" not in msg and f"another run (pid {holder.pid} on {socket.gethostname()}" in msg
+        assert "python hold.py --out x" in msg and "wait for it to finish or use another --out" in msg
+        # a holder on another node of a shared filesystem: named as such
+        info = json.loads((root / HOLDER_NAME).read_text())
+        (root / HOLDER_NAME).write_text(json.dumps({**info, "host": "another-node"}))
+        with pytest.raises(ResultsError, match="on another-node.*its host holds the lock until that process ends"):
+            FolderLock(root).acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    dead = _dead_pid()
-    lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": dead, "since": "t0"}))
+        holder.kill()
+        holder.wait()
+    assert lock_is_free(root) and (root / HOLDER_NAME).exists()  # the kernel let go; the side file stayed
+    with caplog.at_level(logging.WARNING, logger="pie_bench"):
+        with FolderLock(root, "rerun") as lock:
+            assert json.loads((root / HOLDER_NAME).read_text()) == lock.info and not lock_is_free(root)
+    assert f"pid {holder.pid} on another-node" in caplog.text and "ended without releasing" in caplog.text
+    assert lock_is_free(root) and not (root / HOLDER_NAME).exists()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pie_bench"):
-        FolderLock(root).acquire().release()
-    assert f"pid {dead}" in caplog.text and "no longer alive" in caplog.text
-    lock_file.write_text(json.dumps({"host": "another-node", "pid": 1, "since": "t0"}))
-    with pytest.raises(ResultsError, match=f"if that run is dead, delete {lock_file}"):
-        FolderLock(root).acquire()
+        FolderLock(root).acquire().release()  # a clean release leaves nothing to report
+    assert "ended without releasing" not in caplog.text
 
 
 def test_disk_full_while_writing_records(ds4, metrics, tmp_path, monkeypatch):
@@ -170,7 +179,7 @@ def test_disk_full_while_writing_records(ds4, metrics, tmp_path, monkeypatch):
     assert f"sample {ds4.samples[2].id}" in msg and "free disk space and rerun" in msg
     data = (out / "samples.jsonl").read_bytes()
     assert data.endswith(b"\n") and len(read_records([out / "samples.jsonl"])) == 2  # half line rolled back
-    assert not (out / LOCK_NAME).exists()
+    assert lock_is_free(out) and not (out / HOLDER_NAME).exists()
     monkeypatch.setattr(os, "write", real_write)
     board = run_bench(ds4, BenchOptions(editors=["identity"]), metrics, out)
     recs = read_records([out / "samples.jsonl"])
@@ -203,7 +212,7 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(faults, ds4, metr
     shard = out / "samples.jsonl"
     lines = shard.read_bytes().split(b"\n")[:-1]
     before = [json.loads(x) for x in lines]
-    assert len(before) == 6 + 2 and (out / LOCK_NAME).exists()
+    assert len(before) == 6 + 2 and (out / HOLDER_NAME).exists() and lock_is_free(out)
     # the kill landed mid-write of the last record: leave half of it, as a torn line
     torn = before[-1]
     shard.write_bytes(b"\n".join(lines[:-1]) + b"\n" + lines[-1][: len(lines[-1]) // 2])
@@ -211,7 +220,7 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(faults, ds4, metr
     with caplog.at_level(logging.WARNING, logger="pie_bench"):
         rerun = _bench(CliRunner(), *args)
     assert rerun.exit_code == 0, rerun.output
-    assert "stale lock" in caplog.text and f"pid {proc.pid}" in caplog.text
+    assert "ended without releasing" in caplog.text and f"pid {proc.pid}" in caplog.text
     recs = read_records([shard])
     keys = [r.key for r in recs]
     assert len(keys) == len(set(keys)) == 12  # nothing twice, nothing missing

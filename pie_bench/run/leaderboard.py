@@ -109,6 +109,8 @@ class Leaderboard:
     processes_in_records: list[int] = field(default_factory=list)
     n_failed: int = 0
     metrics_backbone: str = ""
+    partial: bool = False  # a signal stopped the run before every selected sample was done
+    stopped_by: str = ""  # that signal (SIGTERM, SIGINT), also when it came after the last sample
     kind: str = LEADERBOARD_KIND
     schema_version: int = LEADERBOARD_VERSION
 
@@ -218,6 +220,8 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         "n_failed": sum(e.get("n_failed", 0) for e in editors.values()),
         "dataset": dataset_info,
         "metrics_backbone": extra.get("metrics_backbone", ""),
+        "partial": bool(extra.get("partial", False)),
+        "stopped_by": extra.get("stopped_by", ""),
         "metric_info": metric_info,
         "editors": editors,
     })

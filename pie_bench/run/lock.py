@@ -1,9 +1,15 @@
 """One writer per output folder.
 
-The lock is a small JSON file created with O_EXCL (atomic on local filesystems and NFSv3+), holding
-the owner's host, pid and process start time. A lock whose owner is gone - no such pid, a zombie,
-or a pid since reused by another process - is stale: the next run takes it over and says so. A lock
-from another host cannot be checked, so the message says how to clear it by hand.
+The lock is a kernel file lock on ``<out>/.pie_bench.lock`` taken through ``filelock`` (``flock`` on
+POSIX, ``LockFileEx`` on Windows). The kernel drops it when the holding process ends, however it ends
+(SIGKILL, the OOM killer, a preempted node), so there is no stale lock to judge and nothing to take
+over, and two runs started at the same instant race inside the kernel: exactly one wins. The lock file
+itself stays in place on POSIX (waiters must share its inode), so whether a folder is free is asked by
+trying the lock (``lock_is_free``), never by looking for the file.
+
+Beside it, ``.pie_bench.holder.json`` names the holder (host, pid, start time, command) for the one-line
+refusal. It is written once the lock is won and removed on release, so one found by the next holder
+names a run that ended without releasing (killed), which that run says as it starts.
 """
 from __future__ import annotations
 
@@ -16,155 +22,119 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from filelock import FileLock, Timeout
+
 from pie_bench.core.errors import ResultsError
 from pie_bench.core.provenance import now_iso
+from pie_bench.run.results import atomic_write_json, write_error
 
 log = logging.getLogger("pie_bench")
 
 LOCK_NAME = ".pie_bench.lock"
+HOLDER_NAME = ".pie_bench.holder.json"
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+# the winner writes the holder file a few milliseconds after taking the lock; a loser in that window
+# waits this long for it, so the refusal can name who holds the folder
+HOLDER_WAIT_S = 1.0
 
 
-def _proc_start(pid: int) -> Optional[str]:
-    """Kernel start time of ``pid`` (clock ticks since boot), to tell a reused pid from the owner."""
+def read_holder(path: Path) -> Optional[dict]:
+    """The holder file's content; None when absent, {} when unreadable (torn by a kill mid-write)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()  # the command name may contain spaces and parentheses
-    return fields[19] if len(fields) > 19 else None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def _proc_state(pid: int) -> Optional[str]:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2:].split()[0]
-
-
-def owner_alive(info: dict) -> bool:
-    """Whether the process recorded in a lock still runs. Unknown hosts count as alive."""
-    if info.get("host") != socket.gethostname():
-        return True
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    if _proc_state(pid) == "Z":  # killed but not yet reaped: it will never write again
-        return False
-    start = _proc_start(pid)
-    return not (start and info.get("start") and start != info["start"])
+def describe(holder: Optional[dict]) -> str:
+    if not holder:
+        return "a run that has not named itself yet"
+    text = f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('since', '?')}"
+    command = " ".join(str(holder.get("command") or "").split())
+    return f"{text}: {command[:160]}" if command else text
 
 
 class FolderLock:
-    """``with FolderLock(path): ...`` - raises ResultsError if a live run holds the folder."""
+    """``with FolderLock(path): ...`` - raises ResultsError if another run holds the folder."""
 
     def __init__(self, root: Path, command: str = "", note: Optional[Callable[[str], None]] = None):
         self.root = Path(root)
         self.path = self.root / LOCK_NAME
+        self.holder_path = self.root / HOLDER_NAME
         self.note = note or (lambda text: log.warning(text))
-        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "start": _proc_start(os.getpid()),
-                     "since": now_iso(), "command": command}
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "since": now_iso(), "command": command}
+        self._lock: Optional[FileLock] = None
         self.held = False
 
-    def _describe(self, info: dict) -> str:
-        return f"pid {info.get('pid')} on {info.get('host')}, started {info.get('since', '?')}"
-
-    def _age(self) -> float:
-        try:
-            return time.time() - self.path.stat().st_mtime
-        except OSError:
-            return 0.0
-
-    def _read(self) -> Optional[dict]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return {}
-        try:
-            info = json.loads(text)
-            return info if isinstance(info, dict) else {}
-        except ValueError:
-            return {}  # empty or torn: its writer died between create and write
-
     def acquire(self) -> "FolderLock":
-        payload = json.dumps(self.info).encode()
-        for _ in range(50):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._read()
-                if holder is None:
-                    continue  # released between our open and read: try again
-                if not holder and self._age() < 5.0:
-                    time.sleep(0.1)  # just created, its owner is still writing it
-                    continue
-                if holder and owner_alive(holder):
-                    remote = holder.get("host") != self.info["host"]
-                    fix = (f"if that run is dead, delete {self.path}" if remote
-                           else "wait for it to finish or use another --out")
-                    raise ResultsError(f"{self.root}: another run ({self._describe(holder)}) is writing this "
-                                       f"output folder; {fix}") from None
-                self._take_over(holder)
-                continue
-            except OSError as exc:
-                if exc.errno in NOT_WRITABLE:
-                    raise ResultsError(f"{self.root}: output folder is not writable ({exc.strerror}); "
-                                       "choose a writable --out or fix its permissions") from None
-                if exc.errno == errno.ENOSPC:
-                    raise ResultsError(f"{self.root}: no space left on device; free space and rerun") from None
-                raise
-            try:
-                os.write(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self.held = True
+        if self.held:
             return self
-        raise ResultsError(f"{self.root}: could not take the output-folder lock {self.path}; "
-                           "another run keeps replacing it - use another --out")
+        # thread_local=False: the run may release from another thread than the one that acquired
+        # (a signal handler's stack, a launcher's callback); the hold belongs to the process
+        self._lock = FileLock(self.path, thread_local=False)
+        try:
+            self._lock.acquire(blocking=False)
+        except Timeout:
+            raise ResultsError(self._refusal()) from None
+        except OSError as exc:
+            if exc.errno in NOT_WRITABLE:
+                raise ResultsError(f"{self.root}: output folder is not writable ({exc.strerror}); "
+                                   "choose a writable --out or fix its permissions") from None
+            raise write_error(self.path, exc) from None
+        try:
+            left = read_holder(self.holder_path)
+            if left is not None:
+                self.note(f"{self.root}: the previous run ({describe(left)}) ended without releasing this folder "
+                          "(killed?); its finished samples are kept and the rest is redone")
+            atomic_write_json(self.holder_path, self.info)
+        except OSError as exc:
+            self._lock.release()
+            if exc.errno in NOT_WRITABLE:
+                raise ResultsError(f"{self.root}: output folder is not writable ({exc.strerror}); "
+                                   "choose a writable --out or fix its permissions") from None
+            raise write_error(self.holder_path, exc) from None
+        self.held = True
+        return self
 
-    def _take_over(self, holder: dict) -> None:
-        """Move the stale lock aside, then check it is the one judged stale (not a fresh lock another
-        run created meanwhile); a fresh one is put back."""
-        aside = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
-        try:
-            os.replace(self.path, aside)
-        except FileNotFoundError:
-            return
-        try:
-            moved = json.loads(aside.read_text() or "{}")
-        except ValueError:
-            moved = {}
-        if moved != holder:
-            try:
-                os.link(aside, self.path)
-            except FileExistsError:
-                pass
-            aside.unlink(missing_ok=True)
-            return
-        aside.unlink(missing_ok=True)
-        who = self._describe(holder) if holder else "an unreadable lock"
-        self.note(f"{self.root}: taking over a stale lock left by a run that is no longer alive ({who}); "
-                  "its finished samples are kept and the rest is redone")
+    def _refusal(self) -> str:
+        deadline = time.monotonic() + HOLDER_WAIT_S
+        holder = read_holder(self.holder_path)
+        while not holder and time.monotonic() < deadline:
+            time.sleep(0.05)
+            holder = read_holder(self.holder_path)
+        remote = bool(holder) and holder.get("host") != self.info["host"]
+        fix = ("wait for it to finish (its host holds the lock until that process ends) or use another --out"
+               if remote else "wait for it to finish or use another --out")
+        return f"{self.root}: another run ({describe(holder)}) is writing this output folder; {fix}"
 
     def release(self) -> None:
         if not self.held:
             return
         self.held = False
-        if self._read() == self.info:
-            self.path.unlink(missing_ok=True)
+        try:  # the holder file goes first, so it never names a run that no longer holds the lock
+            if read_holder(self.holder_path) == self.info:
+                self.holder_path.unlink()
+        except OSError:
+            pass  # a read-only or full folder: the next holder overwrites it
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_is_free(root: Path) -> bool:
+    """Whether no process holds ``root``'s lock now (tried, then released at once)."""
+    probe = FileLock(Path(root) / LOCK_NAME, thread_local=False)
+    try:
+        probe.acquire(blocking=False)
+    except Timeout:
+        return False
+    probe.release()
+    return True

@@ -284,6 +284,9 @@ def _metric_block(records: list[SampleRecord], metric_info: dict) -> dict:
 
 
 def summarise_editor(records: list[SampleRecord], metric_info: dict) -> dict:
+    # one order whatever the shards, launches and process counts that wrote them, so a resumed or
+    # multi-process run sums its floats in the same order, and lists the same failures, as one clean run
+    records = sorted(records, key=lambda r: (r.edit_type, r.sample_id))
     by_status = {s: sum(1 for r in records if r.status == s) for s in STATUSES}
     per_cat: dict[str, dict] = {}
     for cat in sorted({r.edit_type for r in records}):

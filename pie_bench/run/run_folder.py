@@ -95,7 +95,20 @@ class RunFolder:
             atomic_write_json(self.root / MANIFEST, manifest)
         except OSError as exc:
             raise write_error(self.root / MANIFEST, exc) from None
+        self.remove_temp_files()
         return manifest
+
+    def remove_temp_files(self) -> int:
+        """Temp files of atomic writes (``.<name>.<random>.tmp``) left by a killed run: never renamed into
+        place, so nothing refers to them. Called holding the lock, when no writer can be mid-write."""
+        n = 0
+        for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("*/.*.tmp")]:
+            try:
+                tmp.unlink()
+                n += 1
+            except OSError:
+                pass
+        return n
 
     # -- records -----------------------------------------------------------------------------------
     def records(self) -> list[SampleRecord]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import logging
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -30,11 +29,13 @@ from pie_bench.core.errors import ConfigError, HarnessError, ResultsError
 from pie_bench.core.provenance import device_info, device_label, now_iso, synchronize
 from pie_bench.datasets.pie import Dataset
 from pie_bench.run.distributed import Dist, init_distributed, rank_device, shard
+from pie_bench.run.failures import check_image, one_line, record_failure
 from pie_bench.run.leaderboard import Leaderboard, as_leaderboard, build_leaderboard
 from pie_bench.run.lock import FolderLock
 from pie_bench.run.results import (JsonlWriter, SampleRecord, append_missing_lines, atomic_write_bytes,
                                    atomic_write_json, encode_float, record_key, write_error)
 from pie_bench.run.run_folder import RunFolder
+from pie_bench.run.stop import STOP_NAME, RunStopped, StopRequest, signal_name
 
 log = logging.getLogger("pie_bench")
 
@@ -61,11 +62,6 @@ class BenchOptions:
 
 class FailFast(HarnessError):
     pass
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {text}"
 
 
 def instantiate_editors(names: Sequence[str], editor_args: dict[str, dict[str, str]],
@@ -123,35 +119,6 @@ class ProgressSink:
     def stop(self) -> None: ...
 
 
-def check_image(image: np.ndarray, editor: str, sample_id: str) -> None:
-    # NaN latents decode to black, and diffusers' safety checker blacks out flagged images; neither
-    # is an edit, and scoring one would pass a broken pipeline off as a weak editor
-    if not image.any():
-        raise ValueError(f"{editor} returned an all-black image for sample {sample_id} (NaN in the "
-                         "pipeline, e.g. an fp16 overflow, or a safety checker); under --dtype float16 try float32")
-
-
-def failure_text(exc: BaseException) -> str:
-    text = one_line(exc)
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        text += " (out of GPU memory: free memory, use fewer processes per GPU or --dtype float16, " \
-                "then rerun with --retry-failed)"
-    return text
-
-
-def record_failure(rec: SampleRecord, exc: BaseException) -> None:
-    if isinstance(exc, SkipSample):
-        rec.status, rec.error = "skipped", str(exc)
-        return
-    rec.status, rec.error = "failed", failure_text(exc)
-    rec.latency_s = None
-    rec.metrics = {}
-    log.debug("sample failure", exc_info=True)
-    if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    rec.extras = {"traceback": traceback.format_exc(limit=3)[-2000:]}
-
-
 def generator_for(rec: SampleRecord) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(rec.seed if rec.seed is not None else 0)
 
@@ -173,6 +140,8 @@ class Runner:
         self.writer: Optional[JsonlWriter] = None
         self.load_errors: dict[str, str] = {}
         self.timed = 0  # samples timed so far for the current editor (the first opts.warmup are warm-up)
+        self.stop = StopRequest()  # replaced for the span of run(): SIGTERM/SIGINT stop between samples
+        self.abandoned = 0  # (editor, sample) pairs this rank left undone because of a stop request
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, samples: Optional[Sequence] = None) -> dict:
@@ -180,17 +149,20 @@ class Runner:
 
         Under ``accelerate launch``/``torchrun`` the remaining work is split across ranks; each rank appends
         to its own ``samples.rank<k>.jsonl``; rank 0 then merges and writes the leaderboard, which every
-        rank returns."""
+        rank returns. A SIGTERM/SIGINT ends it at the next sample boundary: what is done is recorded, the
+        leaderboard is written marked ``partial`` and ``RunStopped`` is raised on every rank."""
         samples = list(self.dataset.samples if samples is None else samples)
         editors = instantiate_editors(list(self.opts.editors), self.opts.editor_args, self.opts.aliases)
         for ed in editors:  # provenance must be known before load (the config hash includes the backbone)
             ed.bind_backbone(self.opts.backbone)
         lock = FolderLock(self.folder.root, self.opts.command)
+        self.stop = StopRequest(self.folder.root / STOP_NAME, launched=self.dist.active)
 
         def start() -> list[str]:
             self.folder.create()
             lock.acquire()
             try:
+                self.stop.clear_stale()
                 self.folder.prepare(self.dataset.describe(), {ed.name: editor_info(ed) for ed in editors},
                                     {"metrics": [m.name for m in self.metrics]})
                 return sorted(self.folder.done_keys(self.opts.retry_failed))
@@ -198,24 +170,40 @@ class Runner:
                 lock.release()
                 raise
 
-        # rank 0 alone reads the folder, so every rank shards the same remaining work
-        done = set(self.dist.on_main(start))
-        try:
-            new_lines = self.run_shard(editors, samples, done)
-            gathered = self.dist.gather((self.dist.rank, new_lines, self.load_errors))
+        with self.stop:
+            # rank 0 alone reads the folder, so every rank shards the same remaining work
+            done = set(self.dist.on_main(start))
+            self.stop.announce()  # a signal that came before rank 0 cleared the stop file
+            try:
+                new_lines = self.run_shard(editors, samples, done)
+                gathered = self.dist.gather((self.dist.rank, new_lines, self.load_errors, self.abandoned,
+                                             self.stop.signum))
 
-            def finish() -> dict:
-                errors: dict[str, str] = {}
-                for rank, lines, errs in gathered:
-                    if rank != self.dist.rank:
-                        append_missing_lines(self.folder.shard_path(rank, self.dist.world), lines)
-                    errors.update(errs)
-                return self.write_leaderboard(errors)
+                def finish() -> tuple[dict, int, Optional[int]]:
+                    errors: dict[str, str] = {}
+                    for rank, lines, errs, _, _ in gathered:
+                        if rank != self.dist.rank:
+                            append_missing_lines(self.folder.shard_path(rank, self.dist.world), lines)
+                        errors.update(errs)
+                    left = sum(g[3] for g in gathered)
+                    signum = next((g[4] for g in gathered if g[4]), None)
+                    self.stop.clear_stale()
+                    board = self.write_leaderboard(errors, partial=left > 0,
+                                                   stopped_by=signal_name(signum) if signum else "")
+                    return board, left, signum
 
-            return self.dist.on_main(finish)
-        finally:
-            if self.dist.is_main:
-                lock.release()
+                board, left, signum = self.dist.on_main(finish)
+            finally:
+                if self.dist.is_main:
+                    lock.release()
+        signum = self.stop.signum or signum
+        if signum:
+            where = self.folder.leaderboard_path
+            raise RunStopped(signum, f"stopped by {signal_name(signum)}: " + (
+                f"{left} (editor, sample) pair(s) left undone, every finished one recorded; the leaderboard of "
+                f"what is done is {where} (marked partial); rerun the same command to resume" if left else
+                f"every sample was already done; leaderboard: {where}"), board)
+        return board
 
     def run_shard(self, editors: list, samples: list, done: set) -> list[str]:
         """This rank's part of the run; returns the record lines it wrote."""
@@ -229,6 +217,9 @@ class Runner:
         self.progress.start(sum(len(t) for t in todo_by_editor.values()))
         try:
             for ed in editors:
+                if self.stop.requested():
+                    self.abandoned += len(todo_by_editor[ed.name])
+                    continue
                 self.run_editor(ed, todo_by_editor[ed.name])
         finally:
             self.writer.close()
@@ -255,7 +246,10 @@ class Runner:
         self.timed = 0
         pending: list = []  # (sample, record) ready to edit, waiting for a full batch
         batch = max(1, self.opts.batch_size) if ed.batches() else 1
-        for sample in todo:
+        for i, sample in enumerate(todo):
+            if self.stop.requested():  # the samples waiting for a batch have not started: abandoned too
+                self.abandoned += len(todo) - i + len(pending)
+                return
             rec = self.new_record(ed.name, chash, sample, seed=getattr(ed.config, "seed", None))
             try:
                 reason = ed.skip_reason(sample)
@@ -360,8 +354,8 @@ class Runner:
             raise FailFast(f"{rec.editor} failed on sample {rec.sample_id}: {rec.error} (--fail-fast)")
 
     # -- the leaderboard -----------------------------------------------------------------------------
-    def write_leaderboard(self, load_errors: Optional[dict] = None) -> dict:
-        return write_leaderboard(self.folder, self.dataset, self.opts, self.metrics, load_errors)
+    def write_leaderboard(self, load_errors: Optional[dict] = None, partial: bool = False, stopped_by: str = "") -> dict:
+        return write_leaderboard(self.folder, self.dataset, self.opts, self.metrics, load_errors, partial, stopped_by)
 
 
 def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
@@ -372,13 +366,14 @@ def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
 
 
 def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, metrics: list,
-                      load_errors: Optional[dict] = None) -> dict:
+                      load_errors: Optional[dict] = None, partial: bool = False, stopped_by: str = "") -> dict:
     metric_info = {m.name: m.describe() for m in metrics}
     metrics_backbone = metrics[0].backbone if metrics else ""
     board = build_leaderboard(folder, dataset.describe(), metric_info, {
         "command": opts.command, "device": device_info(opts.device), "world": opts.world,
         "metrics_backbone": metrics_backbone, "metrics_toy": any(m.is_toy for m in metrics),
-        "load_errors": load_errors or {}, "selection": dataset.meta.get("selection", {})}).to_dict()
+        "load_errors": load_errors or {}, "selection": dataset.meta.get("selection", {}),
+        "partial": partial, "stopped_by": stopped_by}).to_dict()
     try:
         atomic_write_json(folder.leaderboard_path, board)
     except OSError as exc:
