@@ -199,8 +199,10 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--no-progress", is_flag=True)
 @click.option("--no-report", is_flag=True)
+@click.option("--share-inversions/--no-share-inversions", default=True, show_default=True,
+              help="Variants with the same inversion reuse it (faster; their latency then excludes it).")
 def sweep(editor_names, grid_specs, grid_file, data, categories, ids, limit, limit_mode, backbone, metric_names,
-          quality, device, dtype, out, batch_size, no_progress, no_report):
+          quality, device, dtype, out, batch_size, no_progress, no_report, share_inversions):
     """Run every combination of a grid of editor settings (resumable, one leaderboard) and print quality
     against seconds per image with the Pareto front."""
     from pie_bench.run import presets
@@ -214,9 +216,11 @@ def sweep(editor_names, grid_specs, grid_file, data, categories, ids, limit, lim
     embedded = data is None
     data = presets.EMBEDDED_DATA if embedded else data
     backbone = presets.default_backbone(data) if backbone == "auto" else backbone
-    if embedded:  # the preset's step counts under the grid's values
-        for v in variants:
+    for v in variants:
+        if embedded:  # the preset's step counts under the grid's values
             v.args = {**presets.EMBEDDED_EDITOR_ARGS.get(v.editor, {}), **v.args}
+        if not share_inversions and v.shares_inversions:  # each variant timed with its own inversion
+            v.args["share_inversion"] = "false"
     ds = load_data(data, categories, ids, limit, limit_mode)
     metrics = resolve_metrics(metric_names, presets.default_backbone(data), device, with_ground_truth=ds.has_targets)
     out = Path(out) if out else RUNS_DIR / f"sweep-{ds.name.replace(':', '_').replace('/', '_')}"
@@ -225,12 +229,14 @@ def sweep(editor_names, grid_specs, grid_file, data, categories, ids, limit, lim
                         command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console.print(f"sweep: {len(variants)} configuration(s) · data [bold]{ds.name}[/bold] ({len(ds)} samples) · out {out}")
     board = run_bench(ds, opts, metrics, out, progress=None if no_progress else RichProgress(console))
+    reused: dict[str, int] = {}
+    for r in RunFolder(out).records():
+        reused[r.editor] = reused.get(r.editor, 0) + int((r.extras or {}).get("inversion_cached", 0))
     try:
-        print_sweep(board, console, quality)
+        print_sweep(board, console, quality, reused)
     except KeyError as exc:
         raise ConfigError(f"--metric {exc.args[0]}: not scored in this sweep; pass one of --metrics") from None
-    shared = sum(int(r.extras.get("inversion_cached", 0)) for r in RunFolder(out).records() if r.extras)
-    console.print(f"inversions shared between configurations (this and earlier launches): {shared}")
+    console.print(f"inversions shared between configurations (this and earlier launches): {sum(reused.values())}")
     console.print(f"leaderboard: {out / 'leaderboard.json'}")
     if not no_report:
         from pie_bench.report.html import write_report

@@ -99,7 +99,16 @@ def test_sweep_shares_inversions_and_resumes_after_a_kill(tmp_path):
     assert "inversions shared between configurations (this and earlier launches): 8" in out
     board = json.loads((clean / "leaderboard.json").read_text())
     assert len(board["editors"]) == 4 and all(e["editor"] == "ddim_p2p" for e in board["editors"].values())
-    assert "Pareto front" in out and "★" in out
+    assert "Pareto front" in out and "★" in out and "inv. reused" in out
+
+    # timed fairly: each configuration with its own inversion, under the same names
+    own = tmp_path / "own"
+    proc = run_cli([*ARGS, "--no-share-inversions", "--out", str(own)])
+    out_own, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out_own
+    assert sum(int(r.extras.get("inversion_cached", 0)) for r in records(own)) == 0
+    own_board = json.loads((own / "leaderboard.json").read_text())["editors"]
+    assert set(own_board) == set(board["editors"]) and all(not e["config"]["share_inversion"] for e in own_board.values())
 
     proc = run_cli([*ARGS, "--out", str(killed)])
     deadline = time.time() + 300

@@ -59,16 +59,23 @@ def sweep_points(board: Union[Leaderboard, dict, BoardView], metric: str) -> lis
     return sorted(points, key=lambda p: (p.seconds, p.name))
 
 
-def front_table(points: list[Point], metric_label: str) -> Table:
+def front_table(points: list[Point], metric_label: str, reused: Optional[dict[str, int]] = None) -> Table:
+    """``reused``: per configuration, the samples whose inversion came from another configuration (their
+    latency excludes the inversion; ``sweep --no-share-inversions`` times each with its own)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("", no_wrap=True)
     table.add_column("configuration", overflow="fold")
     table.add_column(metric_label, justify="right", no_wrap=True)
     table.add_column("p50 s/img", justify="right", no_wrap=True)
+    if reused is not None:
+        table.add_column("inv. reused", justify="right", no_wrap=True)
     for p in points:
         se = f"[dim]±{fmt_se(p.se)}[/dim]" if math.isfinite(p.se) else ""
         name = f"[dim]{p.name} (bound)[/dim]" if p.bound else p.name
-        table.add_row("★" if p.on_front else "", name, fmt_value(p.quality) + se, fmt_seconds(p.seconds))
+        row = ["★" if p.on_front else "", name, fmt_value(p.quality) + se, fmt_seconds(p.seconds)]
+        if reused is not None:
+            row.append(str(reused.get(p.name, 0) or ""))
+        table.add_row(*row)
     return table
 
 
@@ -78,7 +85,11 @@ def char_plot(points: list[Point], width: int = 60, height: int = 12) -> list[st
         return []
     xs = [math.log10(p.seconds) for p in points]
     ys = [p.quality for p in points]
-    x0, x1 = min(xs), max(xs)
+    # the axis spans the methods: a bound at ~0 s (identity) would squash them into the right edge; bounds
+    # outside the span sit at its ends
+    span = [x for p, x in zip(points, xs) if not p.bound] or xs
+    x0, x1 = min(span), max(span)
+    xs = [min(max(x, x0), x1) for x in xs]
     y0, y1 = min(ys), max(ys)
     grid = [[" "] * width for _ in range(height)]
     for p, x, y in zip(points, xs, ys):
@@ -98,13 +109,14 @@ def char_plot(points: list[Point], width: int = 60, height: int = 12) -> list[st
     return lines
 
 
-def print_sweep(board: Union[Leaderboard, dict, BoardView], console: Console, metric: Optional[str] = None) -> list[Point]:
+def print_sweep(board: Union[Leaderboard, dict, BoardView], console: Console, metric: Optional[str] = None,
+                reused: Optional[dict[str, int]] = None) -> list[Point]:
     view = board_view(board)
     name = quality_metric(view, metric)
     info = view.metric(name)
     points = sweep_points(view, name)
     console.print(f"[bold]quality–speed[/bold]: {info.header} against seconds per image (★ Pareto front)")
-    console.print(front_table(points, info.header))
+    console.print(front_table(points, info.header, reused))
     width = max(20, min(72, console.width - 12))
     for line in char_plot(points, width=width):
         console.print(line, highlight=False, markup=False)

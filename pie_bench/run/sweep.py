@@ -30,6 +30,14 @@ class Variant:
     editor: str  # the registry name
     args: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def shares_inversions(self) -> bool:
+        """Whether the editor can reuse another variant's inversion (its config has ``share_inversion``)."""
+        import dataclasses
+
+        cls = get_editor_class(self.editor)
+        return any(f.name == "share_inversion" for f in dataclasses.fields(cls.Config))
+
 
 def _values(text: str, where: str) -> list[str]:
     values = [v.strip() for v in text.split(",")]
