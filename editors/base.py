@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
-from pie_bench.core.errors import ConfigError
+from pie_bench.core.errors import ConfigError, shown
 from pie_bench.core.options import coerce, field_hints
 from pie_bench.core.sample import Sample
 
@@ -137,7 +137,7 @@ def apply_overrides(config, overrides: dict, editor_name: str):
 
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {editor_name}.{close[0]}?" if close else f"; valid keys: {', '.join(sorted(names))}"
-            raise ConfigError(f"--editor-arg {editor_name}.{key}: unknown key{hint}")
+            raise ConfigError(f"--editor-arg {editor_name}.{shown(key)}: unknown key{hint}")
         changes[key] = coerce(value, hints.get(key), getattr(config, key), f"--editor-arg {editor_name}.{key}")
     return dataclasses.replace(config, **changes)
 

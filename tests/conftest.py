@@ -31,3 +31,27 @@ def smoke():
     from pie_bench.datasets.pie import load_dataset
 
     return load_dataset("smoke")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the tests marked slow (the small soak); or set PIE_BENCH_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("PIE_BENCH_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow (a small soak): run with --runslow or PIE_BENCH_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter):
+    import sys
+
+    support = sys.modules.get("tests.fuzz_support")
+    if support is not None and support.CASES:
+        per_test = ", ".join(f"{k} {v}" for k, v in sorted(support.CASES.items()))
+        terminalreporter.write_line(f"fuzz: {sum(support.CASES.values())} generated cases (seed {support.SEED}, "
+                                    f"scale {support.SCALE}): {per_test}")

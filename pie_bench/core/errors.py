@@ -15,3 +15,11 @@ class ConfigError(HarnessError):
 
 class ResultsError(HarnessError):
     """A results folder that cannot be written or resumed."""
+
+
+def shown(value) -> str:
+    """Untrusted text (a sample id, a path from a data file) as an error message may show it: as is when
+    printable, else escaped, so a newline or a terminal escape in a data file cannot break the one-line
+    error or drive the terminal."""
+    text = str(value)
+    return text if text.isprintable() and text.strip() == text and text else ascii(text)

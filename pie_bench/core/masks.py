@@ -54,4 +54,5 @@ def parse_mask_string(text: str, *, where: str = "mask") -> list[int]:
     try:
         return [int(tok) for tok in str(text).split()]
     except ValueError as exc:
-        raise DataError(f"{where}: mask string is not space-separated integers ({exc})") from None
+        raise DataError(f"{where}: mask string is not space-separated integers ({exc}); fix the row or "
+                        "re-download the parquet file") from None

@@ -28,7 +28,8 @@ def parse_option_spec(spec: str) -> tuple[str, dict[str, str]]:
     for item in filter(None, (o.strip() for o in opts.split(";"))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ConfigError(f"option {item!r} in {spec!r} is not key=value (e.g. lpips_unedit_part:net=alex)")
+            raise ConfigError(f"--metrics {spec!r}: option {item!r} is not key=value; write NAME:KEY=VALUE;KEY=VALUE, "
+                              "e.g. lpips_unedit_part:net=alex")
         kwargs[key.strip()] = value.strip()
     return name.strip(), kwargs
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from pie_bench.core.errors import DataError
+from pie_bench.core.errors import DataError, shown
 from pie_bench.core.masks import decode_mask, parse_mask_string
-from pie_bench.core.sample import EDIT_TYPE_BY_NAME, EDIT_TYPES, IMAGE_SIZE, Sample
+from pie_bench.core.sample import EDIT_TYPE_BY_NAME, EDIT_TYPES, Sample
+# ImageWarning, MAX_IMAGE_PIXELS and to_protocol_image are re-exported: callers import them from here
+from pie_bench.datasets.images import (ImageWarning, MAX_IMAGE_PIXELS, decode_image, read_image_file,  # noqa: F401
+                                       safe_join, to_protocol_image)
 
 HF_DEFAULT_REPO = "UB-CVML-Group/PIE_Bench_pp"
 HF_SPLIT = "V1"
@@ -50,53 +51,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------------------------------
-# images
-
-
-class ImageWarning(UserWarning):
-    pass
-
-
-def to_protocol_image(img: Image.Image, where: str) -> np.ndarray:
-    """RGB uint8 512x512 as PIE-Bench's ``load_512``: centre-crop to a square, resize to 512.
-
-    Grayscale/RGBA and non-512 inputs are converted with a warning, not rejected."""
-    if img.mode != "RGB":
-        warnings.warn(f"{where}: image mode {img.mode} converted to RGB", ImageWarning, stacklevel=2)
-        img = img.convert("RGB")
-    w, h = img.size
-    if (w, h) != (IMAGE_SIZE, IMAGE_SIZE):
-        warnings.warn(f"{where}: image is {w}x{h}; centre-cropped and resized to {IMAGE_SIZE} per protocol",
-                      ImageWarning, stacklevel=2)
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side)).resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
-    return np.asarray(img, dtype=np.uint8).copy()
-
-
-def read_image_file(path: Path, where: str) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{where}: image file {path} is missing; put the PIE-Bench image there "
-                        f"(or pass --ids to skip this sample)")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_protocol_image(img, where)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{where}: {path} is not a readable image ({exc}); replace the file") from None
-
-
-def safe_join(root: Path, rel: str, where: str) -> Path:
-    """Join a path taken from a data file onto the data root, refusing anything outside it."""
-    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or "\\" in rel:
-        raise DataError(f"{where}: image_path {rel!r} must be a relative path inside the data folder")
-    path = (root / rel).resolve()
-    if root.resolve() not in path.parents:
-        raise DataError(f"{where}: image_path {rel!r} points outside the data folder {root}; fix the annotation")
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
 # annotations -> samples
 
 
@@ -117,7 +71,8 @@ def _str_field(entry: dict, key: str, where: str, *, required: bool = True, allo
 
 def _edit_type(value, where: str) -> int:
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-    if text is None or not text.isdigit() or int(text) not in EDIT_TYPES:
+    # isdigit() alone admits '²' and other Unicode digits that int() refuses
+    if text is None or not (text.isascii() and text.isdigit()) or int(text) not in EDIT_TYPES:
         raise DataError(f"{where}: editing_type_id {value!r} is not one of '0'..'9'; "
                         "use the PIE-Bench edit type ids")
     return int(text)
@@ -135,7 +90,7 @@ def _blended(value: str) -> Optional[tuple[str, str]]:
 def sample_from_entry(sid: str, entry, *, root: Optional[Path], dataset: str,
                       image_fn: Optional[Callable[[], np.ndarray]] = None, where_prefix: str = "") -> Sample:
     """Validate one ``mapping_file.json`` entry and build its Sample."""
-    where = f"{where_prefix}sample {sid}"
+    where = f"{where_prefix}sample {shown(sid)}"
     if not isinstance(entry, dict):
         raise DataError(f"{where}: entry must be an object, got {type(entry).__name__}; fix the mapping file")
     src = _str_field(entry, "original_prompt", where)
@@ -172,8 +127,11 @@ def read_mapping_file(path: Path) -> tuple[dict, str]:
         mapping = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); re-download or repair the mapping file") from None
+    except RecursionError:  # nesting deeper than the JSON parser's stack: no mapping file looks like that
+        raise DataError(f"{path}: JSON nested too deeply to be a mapping file; re-download or repair it") from None
     if not isinstance(mapping, dict):
-        raise DataError(f"{path}: top level must be an object keyed by sample id, got {type(mapping).__name__}")
+        raise DataError(f"{path}: top level must be an object keyed by sample id, got {type(mapping).__name__}; "
+                        "point --data at a PIE-Bench folder or fix the mapping file")
     return mapping, hashlib.sha256(raw).hexdigest()
 
 
@@ -209,36 +167,50 @@ def load_smoke() -> Dataset:
 # PIE_Bench_pp (Hugging Face)
 
 
+def _hf_blended(raw, where: str) -> Optional[tuple[str, str]]:
+    """``blended_words``: a JSON list of "source,target" strings (or one bare string); the first pair is used."""
+    pairs = raw or []
+    if isinstance(pairs, str):
+        try:
+            pairs = json.loads(pairs)
+        except (json.JSONDecodeError, RecursionError):
+            pairs = [pairs]
+    if isinstance(pairs, str):
+        pairs = [pairs]
+    if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
+        raise DataError(f"{where}: blended_words {shown(raw)[:80]} is not a list of 'source,target' strings; "
+                        "fix the row or re-download the parquet file")
+    if not pairs:
+        return None
+    first = pairs[0].split(",")
+    return (first[0].strip(), (first[1] if len(first) > 1 else first[0]).strip())
+
+
+def _hf_image(image, where: str) -> np.ndarray:
+    if isinstance(image, dict):  # undecoded {"bytes", "path"}
+        data = image.get("bytes")
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            raise DataError(f"{where}: row has no image bytes; re-download the parquet file")
+        return decode_image(lambda: Image.open(io.BytesIO(data)), where, "the row's image")
+    if not isinstance(image, Image.Image):
+        raise DataError(f"{where}: row image is {type(image).__name__}, not an image; re-download the parquet file")
+    return decode_image(lambda: image, where, "the row's image")
+
+
 def _hf_rows_to_samples(rows: Iterable[dict], config: str, dataset: str) -> list[Sample]:
     etype = int(config.split("_", 1)[0])
     out = []
     for i, row in enumerate(rows):
         sid = str(row.get("id", f"{config}-{i}"))
-        where = f"{dataset}/{config}: sample {sid}"
-        blended = None
-        raw_bw = row.get("blended_words") or ""
-        try:
-            pairs = json.loads(raw_bw) if raw_bw else []
-        except json.JSONDecodeError:
-            pairs = [raw_bw]
-        if pairs:
-            first = str(pairs[0]).split(",")
-            blended = (first[0].strip(), (first[1] if len(first) > 1 else first[0]).strip())
+        prefix = f"{dataset}/{config}: "
+        where = f"{prefix}sample {shown(sid)}"
+        blended = _hf_blended(row.get("blended_words"), where)
         entry = {"original_prompt": row.get("source_prompt"), "editing_prompt": row.get("target_prompt"),
                  "editing_type_id": str(etype), "mask": parse_mask_string(row.get("mask", ""), where=where),
                  "blended_word": " ".join(blended) if blended else ""}
         image = row.get("image")
-
-        def image_fn(image=image, where=where):
-            if isinstance(image, dict):  # undecoded {"bytes", "path"}
-                if not image.get("bytes"):
-                    raise DataError(f"{where}: row has no image bytes; re-download the parquet file")
-                image = Image.open(io.BytesIO(image["bytes"]))
-            if not isinstance(image, Image.Image):
-                raise DataError(f"{where}: row image is {type(image).__name__}, not an image")
-            return to_protocol_image(image, where)
-
-        sample = sample_from_entry(sid, entry, root=None, dataset=dataset, image_fn=image_fn)
+        sample = sample_from_entry(sid, entry, root=None, dataset=dataset, where_prefix=prefix,
+                                   image_fn=lambda image=image, where=where: _hf_image(image, where))
         sample.extras.update({k: row[k] for k in ("edit_action", "aspect_mapping") if row.get(k)})
         out.append(sample)
     return out

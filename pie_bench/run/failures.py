@@ -17,9 +17,13 @@ from pie_bench.run.results import SampleRecord
 log = logging.getLogger("pie_bench")
 
 
+class MetricFailed(RuntimeError):
+    """A metric raised on one sample; the sample is recorded as failed with the metric's name."""
+
+
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {text}"
+    return text if isinstance(exc, (HarnessError, MetricFailed)) else f"{type(exc).__name__}: {text}"
 
 
 def check_image(image: np.ndarray, editor: str, sample_id: str) -> None:
@@ -32,7 +36,7 @@ def check_image(image: np.ndarray, editor: str, sample_id: str) -> None:
 
 def failure_text(exc: BaseException) -> str:
     text = one_line(exc)
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc.__cause__, torch.cuda.OutOfMemoryError):
         text += " (out of GPU memory: free memory, use fewer processes per GPU or --dtype float16, " \
                 "then rerun with --retry-failed)"
     return text

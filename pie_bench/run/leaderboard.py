@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -134,7 +135,9 @@ class Leaderboard:
             data["selection"] = {"recorded": False}
         try:
             editors = {name: _editor(e, name) for name, e in (data.get("editors") or {}).items()}
-            return _build(cls, {**data, "editors": editors, "schema_version": LEADERBOARD_VERSION})
+            board = _build(cls, {**data, "editors": editors, "schema_version": LEADERBOARD_VERSION})
+            _check_types(board)
+            return board
         except (TypeError, AttributeError, ValueError) as exc:
             raise ResultsError(f"{where}: malformed leaderboard ({exc}); regenerate it with `pie-bench bench`") from None
 
@@ -142,6 +145,42 @@ class Leaderboard:
 def as_leaderboard(board: Union[Leaderboard, dict], where: str = "leaderboard") -> Leaderboard:
     """A typed leaderboard as is, its JSON form through the schema check (every reader's entry point)."""
     return board if isinstance(board, Leaderboard) else Leaderboard.from_dict(board, where)
+
+
+def _matches(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is Union:
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if origin is not None:
+        return isinstance(value, origin)
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def _check_types(obj, where: str = "") -> None:
+    """Every field of the typed board holds its declared type, and every statistic an encoded float, so
+    ``compare`` and the tables can read a board from anywhere without checks of their own."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, here = getattr(obj, f.name), f"{where}.{f.name}" if where else f.name
+        if not _matches(value, hints[f.name]):
+            raise TypeError(f"{here} is {type(value).__name__}")
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in children:
+            if dataclasses.is_dataclass(child):
+                _check_types(child, f"{here}[{key!r}]")
+    if isinstance(obj, MetricStats):
+        for name in ("mean", "stderr"):
+            v = getattr(obj, name)
+            if not (v is None or v in ("inf", "-inf") or (isinstance(v, (int, float)) and not isinstance(v, bool))):
+                raise TypeError(f"{where}.{name} is {type(v).__name__}, not a number")
 
 
 def _build(cls, d: dict):

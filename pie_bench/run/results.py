@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from pie_bench.core.errors import ResultsError
+from pie_bench.core.errors import ResultsError, shown
 from pie_bench.core.sample import edit_type_name
 
 SCHEMA_VERSION = 1  # of the per-sample records and the run manifest (the leaderboard's: run.leaderboard)
@@ -85,13 +85,49 @@ class SampleRecord:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "") -> "SampleRecord":
+    def from_dict(cls, d: Any, where: str = "") -> "SampleRecord":
+        if not isinstance(d, dict):
+            raise ResultsError(f"{where}: not a sample record (a JSON {type(d).__name__}); delete that line to redo "
+                               "the sample")
         version = d.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ResultsError(f"{where}: record schema version {version} is not {SCHEMA_VERSION}; "
+            raise ResultsError(f"{where}: record schema version {shown(version)[:40]} is not {SCHEMA_VERSION}; "
                                "this folder was written by another harness version - use a new --out folder")
+        problem = record_problem(d)
+        if problem:
+            raise ResultsError(f"{where}: not a sample record ({problem}); delete that line to redo the sample")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_NUMBER = (int, float)
+# field -> (accepted types, required); the aggregation and the leaderboard read these without checks
+RECORD_FIELDS = {
+    "sample_id": (str, True), "editor": (str, True), "config_hash": (str, True), "dataset": (str, True),
+    "dataset_sha256": (str, True), "edit_type": (int, True), "status": (str, True),
+    "error": ((str, type(None)), False), "latency_s": ((*_NUMBER, type(None)), False), "warmup": (bool, False),
+    "metrics": (dict, False), "image": ((str, type(None)), False), "seed": ((int, type(None)), False),
+    "rank": (int, False), "world": (int, False), "device": (str, False), "created_at": (str, False),
+    "extras": (dict, False)}
+
+
+def record_problem(d: dict) -> str:
+    """What makes ``d`` no record this harness wrote ("" when it is one)."""
+    for name, (types, required) in RECORD_FIELDS.items():
+        if name not in d:
+            if required:
+                return f"field {name!r} is missing"
+            continue
+        value = d[name]
+        # JSON true/false load as bool, which Python counts as an int: only "warmup" may be one
+        if not isinstance(value, types) or (isinstance(value, bool) and name != "warmup"):
+            return f"field {name!r} is {type(value).__name__}"
+    if d["status"] not in STATUSES:
+        return f"status {shown(d['status'])[:40]} is not one of {', '.join(STATUSES)}"
+    for name, value in d.get("metrics", {}).items():
+        if not (value is None or value in ("inf", "-inf") or (isinstance(value, _NUMBER) and not isinstance(value, bool))):
+            return f"metric {shown(name)[:40]} is {shown(value)[:40]}"
+    return ""
 
 
 def record_key(editor: str, config_hash: str, dataset_sha: str, sample_id: str) -> str:
@@ -111,7 +147,7 @@ def read_records(paths: Iterable[Path]) -> list[SampleRecord]:
                 continue
             try:
                 d = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 is_tail = all(not rest.strip() for rest in lines[i + 1:])
                 if is_tail:
                     continue  # torn last write from a killed run: redo that sample

@@ -10,16 +10,34 @@ Layout::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Optional
 
-from pie_bench.core.errors import ResultsError
+from pie_bench.core.errors import ResultsError, shown
 from pie_bench.core.paths import safe_name
 from pie_bench.run.results import SCHEMA_VERSION, SampleRecord, atomic_write_json, latest_by_key, read_records, write_error
 
 MANIFEST = "run.json"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk every complete PNG ends with
 LEADERBOARD = "leaderboard.json"
+log = logging.getLogger("pie_bench")
+
+
+def manifest_problem(manifest: dict) -> str:
+    """What the manifest lacks that resuming and the leaderboard read ("" when nothing)."""
+    dataset, editors = manifest.get("dataset"), manifest.get("editors")
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("annotations_sha256", ""), str):
+        return "no dataset identity"
+    if not isinstance(editors, dict):
+        return "no editors table"
+    for name, info in editors.items():
+        if not isinstance(info, dict) or not isinstance(info.get("config_hash"), str) \
+                or not isinstance(info.get("config", {}), dict):
+            return f"editor {shown(name)[:40]} has no config hash"
+    return ""
 
 
 class RunFolder:
@@ -52,14 +70,22 @@ class RunFolder:
         path = self.root / MANIFEST
         if not path.exists():
             return None
+        rebuild = "delete it and rerun: it is rebuilt from the command, and the records in samples*.jsonl are kept"
         try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ResultsError(f"{path}: corrupt run manifest ({exc}); use a new --out folder") from None
+            manifest = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ResultsError(f"{path}: corrupt run manifest ({' '.join(str(exc).split())[:120]}); {rebuild}") from None
+        except OSError as exc:
+            raise ResultsError(f"{path}: cannot read the run manifest ({exc.strerror}); fix its permissions") from None
+        if not isinstance(manifest, dict):
+            raise ResultsError(f"{path}: corrupt run manifest (a JSON {type(manifest).__name__}); {rebuild}")
         if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise ResultsError(f"{path}: results schema version {manifest.get('schema_version')} is not "
+            raise ResultsError(f"{path}: results schema version {shown(manifest.get('schema_version'))[:40]} is not "
                                f"{SCHEMA_VERSION}; this folder was written by another harness version - "
                                "use a new --out folder (finished results there are kept)")
+        problem = manifest_problem(manifest)
+        if problem:
+            raise ResultsError(f"{path}: corrupt run manifest ({problem}); {rebuild}")
         return manifest
 
     def create(self) -> None:
@@ -83,8 +109,8 @@ class RunFolder:
         for name, info in editors.items():
             old = manifest["editors"].get(name)
             if old and old["config_hash"] != info["config_hash"]:
-                changed = sorted(k for k in set(old["config"]) | set(info["config"])
-                                 if old["config"].get(k) != info["config"].get(k))
+                was = old.get("config", {})
+                changed = sorted(k for k in set(was) | set(info["config"]) if was.get(k) != info["config"].get(k))
                 raise ResultsError(f"{self.root}: editor {name} was run here with another config "
                                    f"(differs in {', '.join(changed) or 'backbone'}); use another --out or --run name")
             manifest["editors"][name] = info
@@ -115,8 +141,29 @@ class RunFolder:
         return list(latest_by_key(read_records(self.shard_paths())).values())
 
     def done_keys(self, retry_failed: bool = False) -> set[str]:
-        done = set()
+        """Keys not to redo. An ok sample whose PNG went missing or was cut short since is redone: its new
+        record supersedes the old one (a later ok record wins), so nothing is lost or counted twice."""
+        done, damaged = set(), []
         for key, rec in latest_by_key(read_records(self.shard_paths())).items():
-            if rec.status == "ok" or rec.status == "skipped" or (rec.status == "failed" and not retry_failed):
+            if rec.status == "ok" and rec.image is not None and not self.image_intact(rec.editor, rec.sample_id):
+                damaged.append(self.image_path(rec.editor, rec.sample_id))
+            elif rec.status == "ok" or rec.status == "skipped" or (rec.status == "failed" and not retry_failed):
                 done.add(key)
+        if damaged:
+            log.warning(f"{self.root}: {len(damaged)} edited image(s) missing or truncated (e.g. {damaged[0]}); "
+                        "those samples are redone")
         return done
+
+    def image_intact(self, editor: str, sample_id: str) -> bool:
+        """The PNG where the naming rule puts it (never a path read from a record) starts with PNG's signature
+        and ends with its IEND chunk: a cheap check, 20 bytes read, that catches a file cut short."""
+        try:
+            with open(self.image_path(editor, sample_id), "rb") as fh:
+                head = fh.read(8)
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() < len(PNG_SIGNATURE) + len(PNG_END):
+                    return False
+                fh.seek(-len(PNG_END), os.SEEK_END)
+                return head == PNG_SIGNATURE and fh.read() == PNG_END
+        except OSError:
+            return False

@@ -25,11 +25,11 @@ from editors.base import SkipSample, as_edit_output
 from editors.registry import get_editor_class
 from metrics.base import MetricBatch
 
-from pie_bench.core.errors import ConfigError, HarnessError, ResultsError
+from pie_bench.core.errors import ConfigError, HarnessError, ResultsError, shown
 from pie_bench.core.provenance import device_info, device_label, now_iso, synchronize
 from pie_bench.datasets.pie import Dataset
 from pie_bench.run.distributed import Dist, init_distributed, rank_device, shard
-from pie_bench.run.failures import check_image, one_line, record_failure
+from pie_bench.run.failures import MetricFailed, check_image, one_line, record_failure
 from pie_bench.run.leaderboard import Leaderboard, as_leaderboard, build_leaderboard
 from pie_bench.run.lock import FolderLock
 from pie_bench.run.results import (JsonlWriter, SampleRecord, append_missing_lines, atomic_write_bytes,
@@ -70,8 +70,8 @@ def instantiate_editors(names: Sequence[str], editor_args: dict[str, dict[str, s
     name, so its records, images and leaderboard row stay apart from the other variants'."""
     unknown = set(editor_args) - set(names)
     if unknown:
-        raise ConfigError(f"--editor-arg given for {', '.join(sorted(unknown))}, which is not in --editors "
-                          f"({', '.join(names)})")
+        raise ConfigError(f"--editor-arg given for {', '.join(shown(u) for u in sorted(unknown))}, which is not in "
+                          f"--editors ({', '.join(names)}); add it to --editors or drop that --editor-arg")
     editors = []
     for n in names:
         ed = get_editor_class((aliases or {}).get(n, n))(**editor_args.get(n, {}))
@@ -98,8 +98,11 @@ def score_sample(metrics: list, sample, edited: np.ndarray) -> dict:
     for m in metrics:
         if m.requires_target and batch.target is None:
             continue
-        value = m.compute(batch)
-        out[m.name] = encode_float(float(value[0]))
+        try:
+            value = float(m.compute(batch)[0])
+        except Exception as exc:  # one sample's metric blowing up (OOM, a NaN assertion) fails that sample alone
+            raise MetricFailed(f"metric {m.name} failed: {one_line(exc)}") from exc
+        out[m.name] = encode_float(value)
     return out
 
 
@@ -163,9 +166,11 @@ class Runner:
             lock.acquire()
             try:
                 self.stop.clear_stale()
+                # the records are read (and checked) before the manifest is rewritten: a refusal changes nothing
+                done = sorted(self.folder.done_keys(self.opts.retry_failed))
                 self.folder.prepare(self.dataset.describe(), {ed.name: editor_info(ed) for ed in editors},
                                     {"metrics": [m.name for m in self.metrics]})
-                return sorted(self.folder.done_keys(self.opts.retry_failed))
+                return done
             except BaseException:
                 lock.release()
                 raise
