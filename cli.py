@@ -89,6 +89,16 @@ def load_data(data, categories, ids, limit, limit_mode="spread"):
                         ids=[i.strip() for i in ids.split(",")] if ids else None, limit=limit, limit_mode=limit_mode)
 
 
+def command_line() -> str:
+    """The command as typed, recorded in the leaderboard's provenance."""
+    return "python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def data_stem(ds) -> str:
+    """A dataset's name as part of a default run-folder name."""
+    return ds.name.replace(":", "_").replace("/", "_")
+
+
 def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: bool = False):
     from metrics.registry import GROUND_TRUTH_METRICS, PROTOCOL_METRICS, available_metrics, build_metrics
 
@@ -160,14 +170,14 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
         suffix = ""
         if eargs:
             suffix = "-" + hashlib.sha256(json.dumps(eargs, sort_keys=True).encode()).hexdigest()[:8]
-        out = RUNS_DIR / (run_name or f"{ds.name.replace(':', '_').replace('/', '_')}-{Path(backbone).name}{suffix}")
+        out = RUNS_DIR / (run_name or f"{data_stem(ds)}-{Path(backbone).name}{suffix}")
     if backbone == "toy":
         console.print("[bold yellow]Toy editor models[/bold yellow] (tiny random weights): the numbers check the "
                       "pipeline end to end; they say nothing about editing quality.")
     metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets)
     opts = BenchOptions(editors=names, editor_args=eargs, backbone=backbone, device=device, dtype=dtype,
                         warmup=warmup, batch_size=batch_size, fail_fast=fail_fast, retry_failed=retry_failed,
-                        command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                        command=command_line())
     console.print(f"data [bold]{ds.name}[/bold] ({len(ds)} samples) · editors {', '.join(names)} · out {out}")
     board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress(console))
     print_leaderboard(board, console, wide=wide)
@@ -223,19 +233,18 @@ def sweep(editor_names, grid_specs, grid_file, data, categories, ids, limit, lim
             v.args["share_inversion"] = "false"
     ds = load_data(data, categories, ids, limit, limit_mode)
     metrics = resolve_metrics(metric_names, presets.default_backbone(data), device, with_ground_truth=ds.has_targets)
-    out = Path(out) if out else RUNS_DIR / f"sweep-{ds.name.replace(':', '_').replace('/', '_')}"
+    if quality and quality not in {m.name for m in metrics}:  # before the run, not after it
+        raise ConfigError(f"--metric {quality}: not scored in this sweep; pass one of --metrics")
+    out = Path(out) if out else RUNS_DIR / f"sweep-{data_stem(ds)}"
     opts = BenchOptions(**bench_options_fields(variants), backbone=backbone, device=device, dtype=dtype,
                         batch_size=batch_size or (presets.EMBEDDED_BATCH_SIZE if embedded else 1),
-                        command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                        command=command_line())
     console.print(f"sweep: {len(variants)} configuration(s) · data [bold]{ds.name}[/bold] ({len(ds)} samples) · out {out}")
     board = run_bench(ds, opts, metrics, out, progress=None if no_progress else RichProgress(console))
     reused: dict[str, int] = {}
     for r in RunFolder(out).records():
         reused[r.editor] = reused.get(r.editor, 0) + int((r.extras or {}).get("inversion_cached", 0))
-    try:
-        print_sweep(board, console, quality, reused)
-    except KeyError as exc:
-        raise ConfigError(f"--metric {exc.args[0]}: not scored in this sweep; pass one of --metrics") from None
+    print_sweep(board, console, quality, reused)
     console.print(f"inversions shared between configurations (this and earlier launches): {sum(reused.values())}")
     console.print(f"leaderboard: {out / 'leaderboard.json'}")
     if not no_report:
@@ -360,7 +369,7 @@ def score(edited_dir, data, categories, ids, limit, limit_mode, method, metric_n
     name = method or Path(edited_dir).resolve().name
     out = Path(out) if out else RUNS_DIR / f"score-{name}-{ds.name.replace(':', '_')}"
     board = score_folder(ds, Path(edited_dir), name, metrics, out, device=device,
-                         command="python cli.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                         command=command_line())
     print_leaderboard(board, console, wide=wide)
     console.print(f"leaderboard: {out / 'leaderboard.json'}")
 

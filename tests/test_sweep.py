@@ -49,6 +49,8 @@ def test_grid_file_form(tmp_path):
     (["--editor", "ddim_p2p", "--grid", "num_ddim_steps"], "expected KEY=V1,V2"),
     (["--editor", "nope", "--grid", "x=1"], "nope"),
     (["--grid", "num_ddim_steps=10"], "--editor"),
+    (["--editor", "ddim_p2p", "--grid", "num_ddim_steps=2", "--data", "smoke", "--backbone", "toy",
+      "--metrics", "mse_unedit_part", "--metric", "nope"], "--metric nope"),  # refused before anything runs
 ])
 def test_bad_grid_is_one_line_error(args, needle, tmp_path):
     res = CliRunner().invoke(cli.cli, ["sweep", *args, "--out", str(tmp_path / "o"), "--no-progress"])

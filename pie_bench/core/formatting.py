@@ -74,11 +74,6 @@ def direction_arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
-def metric_header(name: str, scale: float = 1.0, higher_is_better: bool = True) -> str:
-    """Terminal column header: short name, scale and direction (``MSE x10^4 ↓``)."""
-    return f"{SHORT.get(name, name)}{scale_suffix(scale)} {direction_arrow(higher_is_better)}"
-
-
 def metric_label(name: str, scale: float = 1.0, higher_is_better: bool = True, label: Optional[str] = None) -> str:
     """Report column header and axis label: the metric's own label where it declares one, else the
     short name and scale, then the direction."""

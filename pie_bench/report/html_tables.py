@@ -81,17 +81,15 @@ def leaderboard_table(view: BoardView, category: Optional[str] = None, table_id:
     """``skipped``: (editor, category) -> count from the records; the leaderboard's category blocks
     don't carry skips, and a blank there would read as zero."""
     metrics = view.ordered_metrics
-    blocks = {}
-    for name, ed in view.editors.items():
+    blocks = {}  # methods first, then the bounds
+    for ed in view.ordered_editors:
         block = ed.overall if category is None else ed.per_category.get(category)
         if block is not None:
-            blocks[name] = block
+            blocks[ed.name] = block
     # bounds frame the methods (identity's background is perfect by construction): never "best"
     best = best_values({n: b for n, b in blocks.items() if not view.editors[n].bound}, metrics)
     table = LeaderboardTable(table_id, metrics)
-    order = [n for n in blocks if not view.editors[n].bound] + [n for n in blocks if view.editors[n].bound]
-    for name in order:
-        block = blocks[name]
+    for name, block in blocks.items():
         ed = view.editors[name]
         n_skip = block.n_skipped
         if n_skip is None:

@@ -154,19 +154,22 @@ class BoardView:
         return [n for n, e in self.editors.items() if e.toy]
 
     @property
-    def toy_metrics(self) -> list[Metric]:
-        return [m for m in self.metrics.values() if m.toy]
-
-    @property
     def headline_toy(self) -> bool:
-        """Whether the editors themselves ran on toy backbones: only then is the whole table a pipeline
-        check (toy metric weights mark their own columns instead)."""
+        """Whether editors ran on toy backbones (toy metric weights mark their own columns instead)."""
         return bool(self.toy_editors)
 
     @property
-    def toy_metrics_note(self) -> str:
-        names = ", ".join(m.short for m in self.toy_metrics)
-        return (f"{TOY_MARK} toy (random) weights, pipeline check only: {names}" if names else "")
+    def ordered_editors(self) -> list[EditorView]:
+        """Methods first, then the bounds: they frame the methods and don't compete with them."""
+        eds = list(self.editors.values())
+        return [e for e in eds if not e.bound] + [e for e in eds if e.bound]
+
+    @property
+    def all_methods_toy(self) -> bool:
+        """Every method (not counting the bounds, which load no model) ran on a toy backbone: only then is
+        the whole table a pipeline check."""
+        methods = [e for e in self.editors.values() if not e.bound]
+        return bool(methods) and all(e.toy for e in methods)
 
     @property
     def key_metrics(self) -> list[Metric]:

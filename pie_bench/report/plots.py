@@ -97,6 +97,7 @@ def pareto_plot(boards: Sequence[tuple[str, BoardView]], path: Path) -> Optional
     skipped: set[str] = set()
     names = list(dict.fromkeys(n for _, b in boards for n in b.editors))
     colors = {n: f"C{i % 10}" for i, n in enumerate(names)}  # same colour per editor as the bar chart
+    bounds = {n for n, e in view.editors.items() if e.bound}  # drawn as crosses, outside the front
     plotted = 0
     for ax, metric in zip(axes, metrics):
         mi = view.metric(metric)
@@ -110,7 +111,7 @@ def pareto_plot(boards: Sequence[tuple[str, BoardView]], path: Path) -> Optional
             for name, (x, y) in pts.items():
                 c = colors[name]
                 plotted += 1
-                bound = bool(view.editors[name].bound) if name in view.editors else False
+                bound = name in bounds
                 # bounds: crosses, outside the front (they frame the methods, they don't compete)
                 ax.scatter([x], [y], s=46, color=c if last or bound else "none", edgecolors=c, zorder=3,
                            marker="X" if bound else "o", label=(name + (" (bound)" if bound else "")) if last else None)
@@ -119,7 +120,7 @@ def pareto_plot(boards: Sequence[tuple[str, BoardView]], path: Path) -> Optional
                     prev = series[si - 1][1].get(name) if si else None
                     if prev:
                         ax.annotate("", xy=(x, y), xytext=prev, arrowprops={"arrowstyle": "->", "color": c})
-            methods = [p for n, p in pts.items() if not (n in view.editors and view.editors[n].bound)]
+            methods = [p for n, p in pts.items() if n not in bounds]
             if last and len(methods) > 1:
                 front = pareto_front(methods, mi.higher_is_better)
                 ax.step([p[0] for p in front], [p[1] for p in front], where="post", ls="--", color="0.5",

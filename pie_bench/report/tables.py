@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from pie_bench.core.formatting import SHORT, direction_arrow, fmt_seconds, fmt_value, scale_suffix, scaled
+from pie_bench.core.formatting import SHORT, direction_arrow, fmt_seconds, fmt_value, scaled
 from pie_bench.report.model import TOY_MARK, Block, BoardView, EditorView, Metric, board_view
 from pie_bench.run.leaderboard import Leaderboard
 
@@ -29,9 +29,8 @@ _UNIT = re.compile(r"^(.*?)\s*(x10\^-?\d+|x[\d.]+|%)$")
 
 
 def _name_unit(m: Metric) -> tuple[str, str]:
-    text = m.label or (m.short + scale_suffix(m.scale))
-    match = _UNIT.match(text)
-    return (match.group(1), match.group(2)) if match else (text, "")
+    match = _UNIT.match(m.display)
+    return (match.group(1), match.group(2)) if match else (m.display, "")
 
 
 def display_name(m: Metric) -> str:
@@ -74,7 +73,7 @@ def count_text(block: Block) -> str:
 
 def editor_label(view: BoardView, ed: EditorView) -> str:
     label = ed.name
-    if ed.toy and not all(e.toy for e in view.editors.values() if not e.bound):
+    if ed.toy and not view.all_methods_toy:
         label += " [yellow](toy)[/yellow]"
     if ed.load_error:
         label += " [red](not run)[/red]"
@@ -88,12 +87,6 @@ class Layout:
     with_n: bool
     p95: bool
     p50: bool = True
-
-
-def ordered_editors(view: BoardView) -> list[EditorView]:
-    """Methods first, then the bounds (a ruled-off group: they frame the methods, they don't compete)."""
-    eds = list(view.editors.values())
-    return [e for e in eds if not e.bound] + [e for e in eds if e.bound]
 
 
 def _table(view: BoardView, layout: Layout, title: str, category: Optional[str] = None) -> Table:
@@ -126,7 +119,7 @@ def _row(view: BoardView, ed: EditorView, block: Block, layout: Layout, indent: 
 
 def build_table(view: BoardView, layout: Layout, title: str, per_category: bool = False) -> Table:
     table = _table(view, layout, title, "*" if per_category else None)
-    eds = ordered_editors(view)
+    eds = view.ordered_editors
     if not per_category:
         for i, ed in enumerate(eds):
             last_method = not ed.bound and i + 1 < len(eds) and eds[i + 1].bound
@@ -207,10 +200,9 @@ def _footnotes(view: BoardView, shown: Sequence[Metric], dropped: Sequence[Metri
 
 def headline(view: BoardView) -> str:
     title = f"{view.dataset.name} — all categories"
-    methods = [e for e in view.editors.values() if not e.bound]
-    if methods and all(e.toy for e in methods):
+    if view.all_methods_toy:
         title += "  [bold yellow](TOY MODELS: pipeline check, not editing quality)[/bold yellow]"
-    elif any(e.toy for e in methods):
+    elif any(e.toy for e in view.editors.values() if not e.bound):
         title += "  [yellow](editors marked toy ran on toy models)[/yellow]"
     return title
 

@@ -11,6 +11,7 @@ Grids: ``--grid num_ddim_steps=10,20,50`` (applies to every ``--editor``), ``--g
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -33,10 +34,7 @@ class Variant:
     @property
     def shares_inversions(self) -> bool:
         """Whether the editor can reuse another variant's inversion (its config has ``share_inversion``)."""
-        import dataclasses
-
-        cls = get_editor_class(self.editor)
-        return any(f.name == "share_inversion" for f in dataclasses.fields(cls.Config))
+        return any(f.name == "share_inversion" for f in dataclasses.fields(get_editor_class(self.editor).Config))
 
 
 def _values(text: str, where: str) -> list[str]:
