@@ -25,6 +25,7 @@ BUILTIN_EDITORS: dict[str, str] = {
     "ip2p": "editors.ip2p:InstructPix2PixEditor",
     "pix2pix_zero": "editors.pix2pix_zero:Pix2PixZeroEditor",
     "icd": "editors.icd:ICDEditor",
+    "direct_inversion_p2p": "editors.direct_inversion_p2p:DirectInversionP2PEditor",
 }
 
 EDITORS = Registry("editor", ENTRY_POINT_GROUP, BUILTIN_EDITORS, subclass_check("editors.base:Editor"))

@@ -63,7 +63,8 @@ def _rows_of(u: torch.Tensor, b: int) -> torch.Tensor:
 @torch.no_grad()
 def p2p_sample(unet, controller: Union[P2PController, P2PBatch], x_T: torch.Tensor, cond: torch.Tensor,
                uncond: Optional[Embeddings], sched: DDIMSchedule, guidance: float,
-               counter: Optional[UNetCounter] = None, source_uncond_is_cond: bool = False) -> torch.Tensor:
+               counter: Optional[UNetCounter] = None, source_uncond_is_cond: bool = False,
+               source_trajectory: Optional[list] = None) -> torch.Tensor:
     """Edit pass for ``B`` samples: each sample's two branches start from its ``x_T`` row; returns the
     final latents ``[source_1, target_1, source_2, ...]`` (fp32, 2B rows).
 
@@ -72,7 +73,14 @@ def p2p_sample(unet, controller: Union[P2PController, P2PBatch], x_T: torch.Tens
     with ∅ rows ``[∅_1, ∅_1, ..., ∅_B, ∅_B]``; with ``source_uncond_is_cond`` (negative-prompt inversion:
     ∅ = c_src, so the source branch is unguided) the identical source ∅ rows are dropped,
     ``[∅_1, ..., ∅_B, c rows]``; at guidance 1 only the c rows run. Sample ``j``'s controller rows are
-    ``2j - 2B`` / ``2j - 2B + 1`` (counted from the end) in every layout: -2/-1 for one sample."""
+    ``2j - 2B`` / ``2j - 2B + 1`` (counted from the end) in every layout: -2/-1 for one sample.
+
+    ``source_trajectory`` (Direct Inversion, Ju et al. ICLR 2024): the inversion ``[z_0 .. z_N]`` (B rows
+    each); after every step the source rows are set to the trajectory's next latent. The authors add the
+    offset ``z*_{t-1} - step(z*_t)`` (computed in a separate pass) to the source's step; since the source
+    branch is at ``z*_t`` when the offset applies, the sum is ``z*_{t-1}`` (up to float rounding), so the
+    offset pass is not needed, and neither is the source's ∅ row (its only use is the source's step):
+    the batch is ``[∅_tgt rows, c rows]`` as for negative-prompt inversion."""
     batch = controller if isinstance(controller, P2PBatch) else P2PBatch([controller])
     b = x_T.shape[0]
     if len(batch.controllers) != b or cond.shape[0] != 2 * b:
@@ -83,6 +91,9 @@ def p2p_sample(unet, controller: Union[P2PController, P2PBatch], x_T: torch.Tens
             raise ValueError(f"p2p_sample: controller {j} of {b} must use rows ({2 * j - 2 * b}, "
                              f"{2 * j - 2 * b + 1}), got ({c.source_row}, {c.target_row})")
     latents = x_T.float().repeat_interleave(2, 0)
+    if source_trajectory is not None:
+        source_uncond_is_cond = True  # the source's own guided step is overwritten: skip its ∅ row
+    n = len(sched.timesteps)
     with batch.attach(unet):
         for i, t in enumerate(sched.timesteps):
             batch.begin_step(i)
@@ -100,6 +111,8 @@ def p2p_sample(unet, controller: Union[P2PController, P2PBatch], x_T: torch.Tens
                     eps_u, eps_c = out.chunk(2)
                     eps = eps_u + guidance * (eps_c - eps_u)
             latents = sched.step(latents, eps, t)
+            if source_trajectory is not None:
+                latents[0::2] = source_trajectory[n - 1 - i].float()
             latents = batch.after_step(latents)
     return latents
 
@@ -110,6 +123,7 @@ class InversionP2PEditor(Editor):
     Config = P2PEditConfig
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     source_uncond_is_cond = False
+    direct_inversion = False  # Direct Inversion: the source branch follows the inversion (p2p_sample)
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         from editors.backbone import load_backbone
@@ -186,7 +200,8 @@ class InversionP2PEditor(Editor):
             torch.cuda.synchronize(bb.device)
         inversion_s = (time.perf_counter() - t0) / b
         latents = p2p_sample(bb.unet, P2PBatch(controllers), traj[-1], cond, nulls, sched, cfg.guidance_scale,
-                             counter, source_uncond_is_cond=self.source_uncond_is_cond)
+                             counter, source_uncond_is_cond=self.source_uncond_is_cond,
+                             source_trajectory=traj if self.direct_inversion else None)
         images = bb.decode(latents[1::2])
         shared = {"unet_calls": counter.calls, "unet_evals": counter.evals / b, "unet_backward": counter.backward / b,
                   "inversion_s": inversion_s, "inversion_cached": extras.pop("inversion_cached") / b}

@@ -14,6 +14,7 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
     "ddim_p2p": {"num_ddim_steps": "10"},
     "nti_p2p": {"num_ddim_steps": "10", "inner_steps": "3"},
     "npi_p2p": {"num_ddim_steps": "10"},
+    "direct_inversion_p2p": {"num_ddim_steps": "10"},
     "ip2p": {"num_inference_steps": "10"},
     "pix2pix_zero": {"num_inference_steps": "10"},
 }
