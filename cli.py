@@ -99,14 +99,12 @@ def data_stem(ds) -> str:
     return ds.name.replace(":", "_").replace("/", "_")
 
 
-def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: bool = False):
-    from metrics.registry import GROUND_TRUTH_METRICS, PROTOCOL_METRICS, available_metrics, build_metrics
+def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: bool = False, seeds: int = 1):
+    from metrics.registry import available_metrics, build_metrics, expand_metric_names
 
-    wanted = PROTOCOL_METRICS if names == "protocol" else ([] if names == "none" else
-                                                          [n.strip() for n in names.split(",") if n.strip()])
-    if names == "protocol" and with_ground_truth:  # ShapesEdit carries exact target images
-        wanted = wanted + GROUND_TRUTH_METRICS
-    if names == "protocol":
+    # ShapesEdit carries exact target images: ground-truth metrics and set metrics against the targets
+    wanted, defaults_only = expand_metric_names(names, with_ground_truth, seeds)
+    if defaults_only:
         wanted, missing = available_metrics(wanted)
         for n, why in missing.items():
             err_console.print(f"[yellow]metric {n} unavailable, skipped: {why}[/yellow]")
@@ -119,8 +117,11 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--backbone", default="auto", show_default=True,
               help="toy | shapes | sd14 | sd15 | <hub id or local dir>; auto: shapes for --data shapes, else toy.")
 @click.option("--metrics", "metric_names", default="protocol", show_default=True,
-              help="'protocol' (the PIE-Bench seven + CLIP source; plus the ground-truth metrics when the data "
-                   "has target images), 'none', or comma-separated names (name:key=value;... for options).")
+              help="'protocol' (the PIE-Bench seven + CLIP source, the spectra set metrics; plus the ground-truth "
+                   "metrics when the data has target images), 'none', or comma-separated names and groups "
+                   "(protocol,inception adds FID/KID/IS; name:key=value;... for options).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run stochastic editors K times per sample (seeds recorded) and score their diversity.")
 @click.option("--metrics-backbone", default="auto", show_default=True,
               help="toy | real (official weights) | shapes; auto: shapes for --data shapes, else toy.")
 @click.option("--device", default="cpu", show_default=True)
@@ -140,7 +141,7 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--wide", is_flag=True, help="Closing tables with every metric column (split to fit the terminal).")
 def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metric_names, metrics_backbone, device,
           dtype, editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress,
-          no_report, wide):
+          no_report, wide, seeds):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
     from editors.registry import resolve_editor_names
     from pie_bench.run import presets
@@ -174,10 +175,10 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
     if backbone == "toy":
         console.print("[bold yellow]Toy editor models[/bold yellow] (tiny random weights): the numbers check the "
                       "pipeline end to end; they say nothing about editing quality.")
-    metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets)
+    metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets, seeds=seeds)
     opts = BenchOptions(editors=names, editor_args=eargs, backbone=backbone, device=device, dtype=dtype,
                         warmup=warmup, batch_size=batch_size, fail_fast=fail_fast, retry_failed=retry_failed,
-                        command=command_line())
+                        command=command_line(), seeds=seeds)
     console.print(f"data [bold]{ds.name}[/bold] ({len(ds)} samples) · editors {', '.join(names)} · out {out}")
     board = run_bench(ds, opts, metrics, Path(out), progress=None if no_progress else RichProgress(console))
     print_leaderboard(board, console, wide=wide)
@@ -378,12 +379,13 @@ def score(edited_dir, data, categories, ids, limit, limit_mode, method, metric_n
 @click.option("--n", "n", type=int, default=700, show_default=True, help="Samples (PIE-Bench's per-type proportions).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=int, default=64, show_default=True, help="Generation resolution (64 or 128).")
+@click.option("--balanced", is_flag=True, help="The same count for every edit type (the embedded default's 10 each).")
 @click.option("--out", type=click.Path(), required=True, help="Folder to write (PIE-Bench layout).")
-def make_shapes(n, seed, size, out):
+def make_shapes(n, seed, size, balanced, out):
     """Generate ShapesEdit: PIE-format samples with exact ground-truth edits and masks."""
     from pie_bench.datasets.shapes import write_pie
 
-    folder = write_pie(Path(out), n=n, seed=seed, size=size)
+    folder = write_pie(Path(out), n=n, seed=seed, size=size, balanced=balanced)
     console.print(f"ShapesEdit: {n} samples -> {folder} (use --data {folder})")
 
 

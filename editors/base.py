@@ -56,6 +56,9 @@ class Editor:
     # a baseline that bounds the table (what it bounds, in a few words) rather than a method: tables
     # group it apart and never mark its numbers best
     bound: ClassVar[str] = ""
+    # True when the output depends on the generator (sampled noise): ``bench --seeds K`` runs such an editor
+    # K times per sample and scores the diversity of its outputs; a deterministic one runs once and scores 0
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, config: Optional[EditorConfig] = None, **overrides):
         self.config = config if config is not None else self.Config()

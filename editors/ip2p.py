@@ -109,6 +109,7 @@ class InstructPix2PixEditor(Editor):
     Config = InstructPix2PixConfig
     requires = frozenset({"image", "instruction"})
     paper = "Brooks et al., InstructPix2Pix: Learning to Follow Image Editing Instructions, CVPR 2023"
+    stochastic = True  # the initial latent and every Euler-ancestral step draw noise from the generator
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         from diffusers import StableDiffusionInstructPix2PixPipeline

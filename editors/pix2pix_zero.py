@@ -212,6 +212,7 @@ class Pix2PixZeroEditor(Editor):
     Config = Pix2PixZeroConfig
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     paper = "Parmar et al., Zero-shot Image-to-Image Translation (pix2pix-zero), SIGGRAPH 2023"
+    stochastic = True  # the VAE posterior sample and the noise regulariser's rolls come from the generator
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         cfg = self.config

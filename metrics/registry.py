@@ -8,9 +8,11 @@ metric with no core change::
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.options import coerce_kwargs, parse_option_spec
-from pie_bench.core.registry import Registry, subclass_check
+from pie_bench.core.registry import Registry
 
 ENTRY_POINT_GROUP = "pie_bench.metrics"
 
@@ -37,7 +39,76 @@ BUILTIN_METRICS.update({
     "gt_attribute_accuracy": "metrics.ground_truth:AttributeAccuracy",
 })
 
-METRICS = Registry("metric", ENTRY_POINT_GROUP, BUILTIN_METRICS, subclass_check("metrics.base:Metric"))
+# Metrics over sets (``metrics.sets``): one number per editor over its edits (and per category), with a
+# bootstrap interval; computed when the leaderboard is written, from the saved images.
+SET_METRICS: dict[str, str] = {
+    "pr_source": "metrics.spectrum:ResidualPowerDistance",
+    "pr_target": "metrics.spectrum:ResidualPowerDistanceTarget",
+    "psd_source": "metrics.spectrum:SpectralSlopeDistance",
+    "psd_target": "metrics.spectrum:SpectralSlopeDistanceTarget",
+    "spectral_slope": "metrics.spectrum:SpectralSlope",
+    "fid_source": "metrics.fid:FIDSource",
+    "fid_target": "metrics.fid:FIDTarget",
+    "kid_source": "metrics.fid:KIDSource",
+    "kid_target": "metrics.fid:KIDTarget",
+    "inception_score": "metrics.fid:ISEdited",
+    "inception_score_source": "metrics.fid:ISSource",
+}
+# Among one sample's outputs for K seeds (``bench --seeds K``), averaged over samples.
+SEED_METRICS: dict[str, str] = {
+    "diversity_resnet50": "metrics.diversity:ResNetDiversity",
+    "diversity_lpips": "metrics.diversity:LpipsDiversity",
+    "diversity_ms_ssim": "metrics.diversity:MsSsimDiversity",
+}
+BUILTIN_METRICS.update(SET_METRICS)
+BUILTIN_METRICS.update(SEED_METRICS)
+# What ``--metrics protocol`` adds over sets: the weight-free spectra (milliseconds per image). FID/KID/IS
+# (an Inception-v3 pass, ~0.2 s per image on a CPU core) are named explicitly or with ``sets``.
+DEFAULT_SET_METRICS = ["pr_source", "psd_source"]
+DEFAULT_TARGET_SET_METRICS = ["pr_target", "psd_target"]
+# ``--metrics`` group names: each expands to its list (ground-truth entries only where the data has targets)
+METRIC_GROUPS = {"sets": list(SET_METRICS), "inception": ["fid_source", "fid_target", "kid_source", "kid_target",
+                                                         "inception_score", "inception_score_source"],
+                 "spectra": DEFAULT_SET_METRICS + DEFAULT_TARGET_SET_METRICS + ["spectral_slope"],
+                 "diversity": list(SEED_METRICS)}
+
+
+def _metric_check(obj) -> Optional[str]:
+    from metrics.base import Metric
+    from metrics.sets import SetMetric
+
+    if isinstance(obj, type) and issubclass(obj, (Metric, SetMetric)):
+        return None
+    return f"{obj!r} is not a subclass of metrics.base.Metric or metrics.sets.SetMetric"
+
+
+METRICS = Registry("metric", ENTRY_POINT_GROUP, BUILTIN_METRICS, _metric_check)
+
+
+def is_set_metric(metric) -> bool:
+    """A metric over sets (FID, PR, diversity, ...) rather than one value per sample."""
+    return getattr(metric, "kind", "sample") in ("set", "seeds")
+
+
+def expand_metric_names(names: str, with_ground_truth: bool, seeds: int = 1) -> tuple[list[str], bool]:
+    """``--metrics`` as a list of names, and whether it named only defaults (missing ones are then skipped
+    with a warning rather than an error). ``protocol`` = the PIE-Bench metrics, the ground-truth ones where
+    the data has targets, and the cheap set metrics; ``protocol,fid_source`` adds to it; group names
+    (``sets``, ``inception``, ``spectra``, ``diversity``) expand; ``--seeds K > 1`` adds the diversity scores."""
+    tokens = [] if names == "none" else [n.strip() for n in names.split(",") if n.strip()]
+    out: list[str] = []
+    for t in tokens:
+        if t == "protocol":
+            out += PROTOCOL_METRICS + DEFAULT_SET_METRICS
+            if with_ground_truth:
+                out += GROUND_TRUTH_METRICS + DEFAULT_TARGET_SET_METRICS
+        elif t in METRIC_GROUPS:
+            out += [n for n in METRIC_GROUPS[t] if with_ground_truth or not n.endswith("_target")]
+        else:
+            out.append(t)
+    if seeds > 1 and names != "none":
+        out += list(SEED_METRICS)
+    return list(dict.fromkeys(out)), tokens == ["protocol"]
 
 # ``name:key=value;key=value``, the syntax of every plugin option (``lpips_unedit_part:net=alex``,
 # ``ssim_unedit_part:border=reflect``, ``structure_distance:antialias=true``)

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 from pie_bench.core.formatting import SHORT, as_float, metric_label, scale_suffix
 from pie_bench.run.leaderboard import (LEADERBOARD_KIND, LEADERBOARD_VERSION, CategorySummary, EditorSummary,
-                                       Leaderboard, MetricStats, as_leaderboard, load_leaderboard)
+                                       Leaderboard, MetricStats, SetMetricStats, as_leaderboard, load_leaderboard)
 
 
 TOY_MARK = "†"
@@ -62,6 +62,17 @@ class Stat:
 
 
 @dataclass
+class SetStat:
+    """A set metric's value (as stored; NaN when undefined, with the reason) and bootstrap interval."""
+    mean: float
+    low: float
+    high: float
+    n: int
+    reason: str = ""
+    note: str = ""
+
+
+@dataclass
 class Latency:
     p50: Optional[float] = None
     p95: Optional[float] = None
@@ -77,6 +88,7 @@ class Block:
     n_skipped: Optional[int] = None  # category blocks carry no skip count
     metrics: dict[str, Stat] = field(default_factory=dict)
     latency: Latency = field(default_factory=Latency)
+    set_metrics: dict[str, SetStat] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +112,8 @@ class EditorView:
     backbone: Optional[str] = None
     paper: str = ""
     bound: str = ""  # what the baseline bounds; "" for a method
+    stochastic: bool = False
+    seeds: int = 1
 
     @property
     def n_unlisted(self) -> int:
@@ -141,6 +155,7 @@ class BoardView:
     packages: str = ""
     toy: bool = False
     toy_note: Optional[str] = None
+    set_metrics: dict[str, Metric] = field(default_factory=dict)  # metrics over sets, set_metric_info order
 
     def metric(self, name: str) -> Metric:
         return self.metrics.get(name) or Metric(name, declared=False)
@@ -198,10 +213,15 @@ def _stat(m: MetricStats) -> Stat:
     return Stat(as_float(m.mean), as_float(m.stderr), int(m.n or 0))
 
 
+def _set_stat(m: SetMetricStats) -> SetStat:
+    return SetStat(as_float(m.value), as_float(m.ci_low), as_float(m.ci_high), int(m.n or 0), m.reason, m.note)
+
+
 def _block(b: Union[EditorSummary, CategorySummary]) -> Block:
     return Block(n_ok=b.n_ok, n_failed=b.n_failed, n_skipped=getattr(b, "n_skipped", None), name=getattr(b, "name", ""),
                  metrics={k: _stat(v) for k, v in b.metrics.items()},
-                 latency=Latency(b.latency.p50, b.latency.p95, b.latency.n))
+                 latency=Latency(b.latency.p50, b.latency.p95, b.latency.n),
+                 set_metrics={k: _set_stat(v) for k, v in b.set_metrics.items()})
 
 
 def _editor(name: str, ed: EditorSummary) -> EditorView:
@@ -210,7 +230,8 @@ def _editor(name: str, ed: EditorSummary) -> EditorView:
         per_category={c: _block(b) for c, b in ed.per_category.items()},
         failures=[Problem(f.get("sample_id"), f.get("error")) for f in ed.failures],
         skipped=[Problem(s.get("sample_id"), s.get("reason")) for s in ed.skipped],
-        config=ed.config, config_hash=ed.config_hash, backbone=ed.backbone, paper=ed.paper, bound=ed.bound)
+        config=ed.config, config_hash=ed.config_hash, backbone=ed.backbone, paper=ed.paper, bound=ed.bound,
+        stochastic=ed.stochastic, seeds=ed.seeds)
 
 
 def dataset_view(ds: Optional[dict]) -> DatasetView:
@@ -252,7 +273,9 @@ def board_view(board: Union[Leaderboard, dict, BoardView]) -> BoardView:
         device=", ".join(f"{k}={v}" for k, v in dev.items()) if isinstance(dev, dict) else dev,
         processes=board.processes, metrics_backbone=board.metrics_backbone,
         packages=", ".join(f"{k} {v}" for k, v in pk.items()) if isinstance(pk, dict) else pk,
-        toy=bool(board.toy), toy_note=board.toy_note)
+        toy=bool(board.toy), toy_note=board.toy_note,
+        set_metrics={n: Metric(n, i.get("scale", 1.0), i.get("higher_is_better", True), i.get("label"),
+                               toy=bool(i.get("toy"))) for n, i in board.set_metric_info.items()})
 
 
 def merged_metrics(a: BoardView, b: BoardView) -> dict[str, Metric]:

@@ -227,6 +227,9 @@ def print_leaderboard(board: Union[Leaderboard, dict, BoardView], console: Conso
         if not by_cat:
             for note in _footnotes(view, shown, dropped, wide):
                 console.print(f"[dim]{note}[/dim]")
+    from pie_bench.report.set_tables import print_set_metrics
+
+    print_set_metrics(view, console, per_category=wide and per_category)  # per category only with --wide
     for ed in view.editors.values():
         if ed.load_error:
             console.print(f"[red]{ed.name}: not run: {ed.load_error}[/red]")

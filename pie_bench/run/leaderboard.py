@@ -5,7 +5,9 @@ and ``show`` read every committed ``results/*.json``. The JSON is the dataclasse
 floats keep the records' encoding (NaN -> null, +-inf -> "inf"/"-inf").
 
 Schema history: 1 — the first release; 2 — adds ``selection`` (how the dataset's samples were chosen:
-``--limit``, its mode, categories, ids); a version-1 board reads with ``selection`` marked unrecorded.
+``--limit``, its mode, categories, ids); a version-1 board reads with ``selection`` marked unrecorded;
+3 — adds set metrics (``set_metric_info``; per editor and category ``set_metrics``: FID, KID, PR, diversity,
+..., each with n and a bootstrap interval) and per editor ``seeds``/``stochastic``; older boards read with none.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from pie_bench.run.results import decode_float, summarise_editor
 from pie_bench.run.run_folder import RunFolder
 
 LEADERBOARD_KIND = "pie_bench.leaderboard"
-LEADERBOARD_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+LEADERBOARD_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass
@@ -40,6 +42,24 @@ class MetricStats:
     @property
     def error(self) -> float:
         return decode_float(self.stderr)
+
+
+@dataclass
+class SetMetricStats:
+    """A metric over a set (``metrics.sets``): its value on the whole set, a percentile-bootstrap interval,
+    the number of samples, and why it is undefined (NaN) where it is."""
+
+    value: Any = None  # encoded float
+    ci_low: Any = None
+    ci_high: Any = None
+    n: int = 0
+    reason: str = ""  # why value is null (n below the metric's minimum, no target images, ...)
+    note: str = ""  # how to read it (FID's small-n bias, a deterministic editor's diversity)
+    higher_is_better: bool = True
+
+    @property
+    def mean(self) -> float:  # read like MetricStats by the report's view
+        return decode_float(self.value)
 
 
 @dataclass
@@ -65,6 +85,7 @@ class CategorySummary:
     n_failed: int = 0
     metrics: dict[str, MetricStats] = field(default_factory=dict)
     latency: LatencyStats = field(default_factory=LatencyStats)
+    set_metrics: dict[str, SetMetricStats] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,12 +111,16 @@ class EditorSummary:
     devices: list[str] = field(default_factory=list)
     ranks: list[int] = field(default_factory=list)
     load_error: Optional[str] = None
+    set_metrics: dict[str, SetMetricStats] = field(default_factory=dict)
+    stochastic: bool = False  # the editor declares that its output depends on the seed
+    seeds: int = 1  # outputs per sample (bench --seeds K; 1 for deterministic editors)
 
 
 @dataclass
 class Leaderboard:
     editors: dict[str, EditorSummary] = field(default_factory=dict)
     metric_info: dict[str, dict] = field(default_factory=dict)
+    set_metric_info: dict[str, dict] = field(default_factory=dict)
     dataset: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)
     run: str = ""
@@ -176,8 +201,8 @@ def _check_types(obj, where: str = "") -> None:
         for key, child in children:
             if dataclasses.is_dataclass(child):
                 _check_types(child, f"{here}[{key!r}]")
-    if isinstance(obj, MetricStats):
-        for name in ("mean", "stderr"):
+    if isinstance(obj, (MetricStats, SetMetricStats)):
+        for name in ("mean", "stderr") if isinstance(obj, MetricStats) else ("value", "ci_low", "ci_high"):
             v = getattr(obj, name)
             if not (v is None or v in ("inf", "-inf") or (isinstance(v, (int, float)) and not isinstance(v, bool))):
                 raise TypeError(f"{where}.{name} is {type(v).__name__}, not a number")
@@ -192,6 +217,10 @@ def _metrics(block: Optional[dict]) -> dict[str, MetricStats]:
     return {name: _build(MetricStats, stats) for name, stats in (block or {}).items()}
 
 
+def _set_metrics(block: Optional[dict]) -> dict[str, SetMetricStats]:
+    return {name: _build(SetMetricStats, stats) for name, stats in (block or {}).items()}
+
+
 # boards written before editors declared ``bound`` (schema 2 from before 2026-12-02) name them only
 KNOWN_BOUNDS = {"identity": "preservation ceiling: the source unchanged",
                 "oracle": "ceiling: the ground-truth edit",
@@ -204,9 +233,11 @@ def _editor(d: dict, name: str = "") -> EditorSummary:
     if "bound" not in d and name in KNOWN_BOUNDS:
         d = {**d, "bound": KNOWN_BOUNDS[name]}
     cats = {k: _build(CategorySummary, {**c, "metrics": _metrics(c.get("metrics")),
+                                        "set_metrics": _set_metrics(c.get("set_metrics")),
                                         "latency": _build(LatencyStats, c.get("latency") or {})})
             for k, c in (d.get("per_category") or {}).items()}
     return _build(EditorSummary, {**d, "metrics": _metrics(d.get("metrics")),
+                                  "set_metrics": _set_metrics(d.get("set_metrics")),
                                   "latency": _build(LatencyStats, d.get("latency") or {}),
                                   "latency_per_rank": [_build(RankLatency, r) for r in d.get("latency_per_rank") or []],
                                   "per_category": cats})
@@ -236,7 +267,16 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
                 and r.dataset_sha256 == dataset_info.get("annotations_sha256")]
         if not recs and name not in extra.get("load_errors", {}):
             continue
-        editors[name] = {**info, **summarise_editor(recs, metric_info)}
+        # the per-sample means read the first seed only: a --seeds run stays comparable with one without
+        first = [r for r in recs if r.seed_index == 0]
+        editors[name] = {**info, **summarise_editor(first, metric_info),
+                         "seeds": max([r.seed_index + 1 for r in recs if r.status == "ok"] or [1])}
+        sets = extra.get("set_scores", {}).get(name)
+        if sets:
+            editors[name]["set_metrics"] = sets["overall"]
+            for cat, block in sets["per_category"].items():
+                if cat in editors[name]["per_category"]:
+                    editors[name]["per_category"][cat]["set_metrics"] = block
         if name in extra.get("load_errors", {}):
             editors[name]["load_error"] = extra["load_errors"][name]
     toy = any(e.get("toy") for e in editors.values()) or bool(extra.get("metrics_toy"))
@@ -250,7 +290,7 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         "run": folder.root.name,
         "command": extra.get("command", ""),
         "toy": toy,
-        "toy_note": _toy_note(editors, metric_info) if toy else "",
+        "toy_note": _toy_note(editors, {**metric_info, **extra.get("set_metric_info", {})}) if toy else "",
         "git": git_state(),
         "packages": package_versions(),
         "device": extra.get("device", {}),
@@ -262,6 +302,7 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         "partial": bool(extra.get("partial", False)),
         "stopped_by": extra.get("stopped_by", ""),
         "metric_info": metric_info,
+        "set_metric_info": extra.get("set_metric_info", {}),
         "editors": editors,
     })
 

@@ -72,11 +72,14 @@ class SampleRecord:
     device: str = ""
     created_at: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    # which of ``bench --seeds K``'s runs of a stochastic editor (seed = the config's seed + seed_index);
+    # 0, the only one without --seeds, is what the per-sample means use
+    seed_index: int = 0
     schema_version: int = SCHEMA_VERSION
 
     @property
     def key(self) -> str:
-        return record_key(self.editor, self.config_hash, self.dataset_sha256, self.sample_id)
+        return record_key(self.editor, self.config_hash, self.dataset_sha256, self.sample_id, self.seed_index)
 
     def metric(self, name: str) -> float:
         return decode_float(self.metrics.get(name))
@@ -108,7 +111,7 @@ RECORD_FIELDS = {
     "error": ((str, type(None)), False), "latency_s": ((*_NUMBER, type(None)), False), "warmup": (bool, False),
     "metrics": (dict, False), "image": ((str, type(None)), False), "seed": ((int, type(None)), False),
     "rank": (int, False), "world": (int, False), "device": (str, False), "created_at": (str, False),
-    "extras": (dict, False)}
+    "extras": (dict, False), "seed_index": (int, False)}
 
 
 def record_problem(d: dict) -> str:
@@ -130,8 +133,9 @@ def record_problem(d: dict) -> str:
     return ""
 
 
-def record_key(editor: str, config_hash: str, dataset_sha: str, sample_id: str) -> str:
-    return f"{editor}|{config_hash}|{dataset_sha[:16]}|{sample_id}"
+def record_key(editor: str, config_hash: str, dataset_sha: str, sample_id: str, seed_index: int = 0) -> str:
+    key = f"{editor}|{config_hash}|{dataset_sha[:16]}|{sample_id}"
+    return key + f"|seed{seed_index}" if seed_index else key  # records before --seeds keep their keys
 
 
 def read_records(paths: Iterable[Path]) -> list[SampleRecord]:

@@ -57,9 +57,11 @@ class RunFolder:
     def shard_paths(self) -> list[Path]:
         return sorted(self.root.glob("samples*.jsonl"))
 
-    def image_path(self, editor: str, sample_id: str) -> Path:
-        # one naming rule for every file a run writes: distinct ids never share a PNG ("a/b" vs "a_b")
-        return self.root / safe_name(editor) / f"{safe_name(sample_id)}.png"
+    def image_path(self, editor: str, sample_id: str, seed_index: int = 0) -> Path:
+        # one naming rule for every file a run writes: distinct ids never share a PNG ("a/b" vs "a_b");
+        # further seeds (bench --seeds) in <editor>/seed<k>/, a folder no "<id>.png" can be
+        folder = self.root / safe_name(editor)
+        return (folder / f"seed{seed_index}" if seed_index else folder) / f"{safe_name(sample_id)}.png"
 
     @property
     def leaderboard_path(self) -> Path:
@@ -128,7 +130,7 @@ class RunFolder:
         """Temp files of atomic writes (``.<name>.<random>.tmp``) left by a killed run: never renamed into
         place, so nothing refers to them. Called holding the lock, when no writer can be mid-write."""
         n = 0
-        for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("*/.*.tmp")]:
+        for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("*/.*.tmp"), *self.root.glob("*/seed*/.*.tmp")]:
             try:
                 tmp.unlink()
                 n += 1
@@ -145,8 +147,9 @@ class RunFolder:
         record supersedes the old one (a later ok record wins), so nothing is lost or counted twice."""
         done, damaged = set(), []
         for key, rec in latest_by_key(read_records(self.shard_paths())).items():
-            if rec.status == "ok" and rec.image is not None and not self.image_intact(rec.editor, rec.sample_id):
-                damaged.append(self.image_path(rec.editor, rec.sample_id))
+            if rec.status == "ok" and rec.image is not None and not self.image_intact(rec.editor, rec.sample_id,
+                                                                                      rec.seed_index):
+                damaged.append(self.image_path(rec.editor, rec.sample_id, rec.seed_index))
             elif rec.status == "ok" or rec.status == "skipped" or (rec.status == "failed" and not retry_failed):
                 done.add(key)
         if damaged:
@@ -154,11 +157,11 @@ class RunFolder:
                         "those samples are redone")
         return done
 
-    def image_intact(self, editor: str, sample_id: str) -> bool:
+    def image_intact(self, editor: str, sample_id: str, seed_index: int = 0) -> bool:
         """The PNG where the naming rule puts it (never a path read from a record) starts with PNG's signature
         and ends with its IEND chunk: a cheap check, 20 bytes read, that catches a file cut short."""
         try:
-            with open(self.image_path(editor, sample_id), "rb") as fh:
+            with open(self.image_path(editor, sample_id, seed_index), "rb") as fh:
                 head = fh.read(8)
                 fh.seek(0, os.SEEK_END)
                 if fh.tell() < len(PNG_SIGNATURE) + len(PNG_END):

@@ -10,7 +10,6 @@ elsewhere (``pie_bench.run.score``).
 """
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,22 +18,21 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
-
 from editors.base import SkipSample, as_edit_output
 from editors.registry import get_editor_class
-from metrics.base import MetricBatch
 
 from pie_bench.core.errors import ConfigError, HarnessError, ResultsError, shown
 from pie_bench.core.provenance import device_info, device_label, now_iso, synchronize
 from pie_bench.datasets.pie import Dataset
 from pie_bench.run.distributed import Dist, init_distributed, rank_device, shard
-from pie_bench.run.failures import MetricFailed, check_image, one_line, record_failure
+from pie_bench.run.failures import check_image, one_line, record_failure  # noqa: F401  (one_line: score.py)
 from pie_bench.run.leaderboard import Leaderboard, as_leaderboard, build_leaderboard
 from pie_bench.run.lock import FolderLock
-from pie_bench.run.results import (JsonlWriter, SampleRecord, append_missing_lines, atomic_write_bytes,
-                                   atomic_write_json, encode_float, record_key, write_error)
+from pie_bench.run.results import (JsonlWriter, SampleRecord, append_missing_lines, atomic_write_json, record_key,
+                                   write_error)
 from pie_bench.run.run_folder import RunFolder
+from pie_bench.run.sample_io import save_png, score_sample  # noqa: F401  (re-exported: score.py, benchmarks)
+from pie_bench.run.set_scores import score_sets, split_metrics
 from pie_bench.run.stop import STOP_NAME, RunStopped, StopRequest, signal_name
 
 log = logging.getLogger("pie_bench")
@@ -58,6 +56,7 @@ class BenchOptions:
     world: int = 1
     batch_size: int = 1  # samples per edit_batch call, for editors that override it
     aliases: dict[str, str] = field(default_factory=dict)  # run name -> registry name (sweep variants)
+    seeds: int = 1  # outputs per sample for stochastic editors (seed = config seed + 0 .. seeds - 1)
 
 
 class FailFast(HarnessError):
@@ -81,35 +80,11 @@ def instantiate_editors(names: Sequence[str], editor_args: dict[str, dict[str, s
     return editors
 
 
-def save_png(path: Path, image: np.ndarray) -> None:
-    buf = io.BytesIO()
-    # lossless either way; zlib level 1 is ~2.8x faster to write than the default 6, files ~7% larger
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    atomic_write_bytes(path, buf.getvalue(), fsync=False)
-
-
-def score_sample(metrics: list, sample, edited: np.ndarray) -> dict:
-    target = sample.target_image if sample.has_target_image else None
-    batch = MetricBatch.from_arrays([sample.image], [edited], [sample.mask], [sample.source_prompt],
-                                    [sample.target_prompt], targets=[target], sample_ids=[sample.id],
-                                    attributes=[sample.extras.get("attributes")],
-                                    attribute_scorers=[sample.attribute_scorer])
-    out = {}
-    for m in metrics:
-        if m.requires_target and batch.target is None:
-            continue
-        try:
-            value = float(m.compute(batch)[0])
-        except Exception as exc:  # one sample's metric blowing up (OOM, a NaN assertion) fails that sample alone
-            raise MetricFailed(f"metric {m.name} failed: {one_line(exc)}") from exc
-        out[m.name] = encode_float(value)
-    return out
-
-
 def editor_info(editor) -> dict:
     return {"config": editor.config_dict(), "config_hash": editor.config_hash(), "backbone": editor.backbone_id,
             "editor": type(editor).name,
-            "toy": editor.is_toy, "bound": editor.bound, "seed": getattr(editor.config, "seed", None), "paper": editor.paper}
+            "toy": editor.is_toy, "bound": editor.bound, "seed": getattr(editor.config, "seed", None), "paper": editor.paper,
+            "stochastic": editor.stochastic}
 
 
 class ProgressSink:
@@ -131,7 +106,8 @@ class Runner:
 
     def __init__(self, dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
                  progress: Optional[ProgressSink] = None, dist: Optional[Dist] = None):
-        self.dataset, self.opts, self.metrics = dataset, opts, metrics
+        self.dataset, self.opts, self.all_metrics = dataset, opts, metrics
+        self.metrics, self.set_metrics = split_metrics(metrics)  # per sample; over sets, at leaderboard time
         self.dist = dist or init_distributed(opts.device)
         opts.rank, opts.world = self.dist.rank, self.dist.world
         # one progress display per launch: rank 0's
@@ -169,7 +145,7 @@ class Runner:
                 # the records are read (and checked) before the manifest is rewritten: a refusal changes nothing
                 done = sorted(self.folder.done_keys(self.opts.retry_failed))
                 self.folder.prepare(self.dataset.describe(), {ed.name: editor_info(ed) for ed in editors},
-                                    {"metrics": [m.name for m in self.metrics]})
+                                    {"metrics": [m.name for m in self.all_metrics]})
                 return done
             except BaseException:
                 lock.release()
@@ -214,9 +190,10 @@ class Runner:
         """This rank's part of the run; returns the record lines it wrote."""
         todo_by_editor = {}
         for ed in editors:
-            chash = ed.config_hash()
-            remaining = [s for s in samples
-                         if record_key(ed.name, chash, self.dataset.annotations_sha256, s.id) not in done]
+            chash, seeds = ed.config_hash(), range(max(1, self.opts.seeds) if ed.stochastic else 1)
+            # every sample's first seed before any second: a stopped run leaves whole sets behind
+            remaining = [(s, k) for k in seeds for s in samples
+                         if record_key(ed.name, chash, self.dataset.annotations_sha256, s.id, k) not in done]
             todo_by_editor[ed.name] = shard(remaining, self.dist.rank, self.dist.world)
         self.writer = JsonlWriter(self.folder.shard_path(self.dist.rank, self.dist.world))
         self.progress.start(sum(len(t) for t in todo_by_editor.values()))
@@ -251,11 +228,11 @@ class Runner:
         self.timed = 0
         pending: list = []  # (sample, record) ready to edit, waiting for a full batch
         batch = max(1, self.opts.batch_size) if ed.batches() else 1
-        for i, sample in enumerate(todo):
+        for i, (sample, k) in enumerate(todo):
             if self.stop.requested():  # the samples waiting for a batch have not started: abandoned too
                 self.abandoned += len(todo) - i + len(pending)
                 return
-            rec = self.new_record(ed.name, chash, sample, seed=getattr(ed.config, "seed", None))
+            rec = self.new_record(ed.name, chash, sample, seed=getattr(ed.config, "seed", None), seed_index=k)
             try:
                 reason = ed.skip_reason(sample)
                 if reason:
@@ -274,11 +251,12 @@ class Runner:
             self.edit_chunk(ed, pending)
 
     # -- one sample's path -------------------------------------------------------------------------
-    def new_record(self, editor: str, config_hash: str, sample, seed: Optional[int] = None) -> SampleRecord:
+    def new_record(self, editor: str, config_hash: str, sample, seed: Optional[int] = None,
+                   seed_index: int = 0) -> SampleRecord:
         return SampleRecord(sample_id=sample.id, editor=editor, config_hash=config_hash, dataset=self.dataset.name,
                             dataset_sha256=self.dataset.annotations_sha256, edit_type=sample.edit_type,
-                            status="ok", seed=seed, rank=self.dist.rank, world=self.dist.world,
-                            device=self.device_label, created_at=now_iso())
+                            status="ok", seed=None if seed is None else seed + seed_index, seed_index=seed_index,
+                            rank=self.dist.rank, world=self.dist.world, device=self.device_label, created_at=now_iso())
 
     def timed_edit(self, ed, samples: list, recs: list) -> tuple[list, float]:
         synchronize(self.device)
@@ -345,7 +323,7 @@ class Runner:
     def save_image(self, editor: str, sample_id: str, image: np.ndarray, rec: SampleRecord) -> None:
         """A write failure (disk full, read-only) stops the run: it is the output folder's fault, and
         recording every following sample as failed would only bury the cause."""
-        path = self.folder.image_path(editor, sample_id)
+        path = self.folder.image_path(editor, sample_id, rec.seed_index)
         try:
             save_png(path, image)
         except OSError as exc:
@@ -360,7 +338,8 @@ class Runner:
 
     # -- the leaderboard -----------------------------------------------------------------------------
     def write_leaderboard(self, load_errors: Optional[dict] = None, partial: bool = False, stopped_by: str = "") -> dict:
-        return write_leaderboard(self.folder, self.dataset, self.opts, self.metrics, load_errors, partial, stopped_by)
+        return write_leaderboard(self.folder, self.dataset, self.opts, self.all_metrics, load_errors, partial,
+                                 stopped_by)
 
 
 def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
@@ -372,9 +351,14 @@ def run_bench(dataset: Dataset, opts: BenchOptions, metrics: list, out: Path,
 
 def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, metrics: list,
                       load_errors: Optional[dict] = None, partial: bool = False, stopped_by: str = "") -> dict:
-    metric_info = {m.name: m.describe() for m in metrics}
+    """The leaderboard of everything ``folder`` holds; set metrics are recomputed over it from the images."""
+    per_sample, over_sets = split_metrics(metrics)
+    metric_info = {m.name: m.describe() for m in per_sample}
     metrics_backbone = metrics[0].backbone if metrics else ""
+    editors = (folder.read_manifest() or {}).get("editors", {})
     board = build_leaderboard(folder, dataset.describe(), metric_info, {
+        "set_metric_info": {m.name: m.describe() for m in over_sets},
+        "set_scores": score_sets(folder, dataset, over_sets, editors, folder.records()) if over_sets else {},
         "command": opts.command, "device": device_info(opts.device), "world": opts.world,
         "metrics_backbone": metrics_backbone, "metrics_toy": any(m.is_toy for m in metrics),
         "load_errors": load_errors or {}, "selection": dataset.meta.get("selection", {}),
