@@ -285,3 +285,25 @@ class InversionCache:
 
 
 INVERSION_CACHE = InversionCache()
+
+
+def invert_shared(bb, samples, prompts: Sequence[str], cond: torch.Tensor, sched: DDIMSchedule,
+                  counter: Optional[UNetCounter] = None, share: bool = True) -> tuple[list[torch.Tensor], int]:
+    """DDIM trajectories (guidance 1, prompt ``prompts[j]`` embedded as ``cond[j]``) of ``samples``, batched,
+    through ``INVERSION_CACHE``: any editor of this process that inverts the same image with the same
+    prompt, model and steps (e.g. ``masactrl`` / ``direct_inversion_masactrl`` with the empty prompt, the
+    PnP editors and the P2P ones with the source prompt) reuses it. Returns ``([z_0 .. z_N] with B rows
+    each, how many samples came from the cache)``."""
+    keys = [INVERSION_CACHE.key(bb.model_id, bb.dtype, bb.device, sched.num_steps, s.id, p, s.image)
+            for s, p in zip(samples, prompts)]
+    trajs = [INVERSION_CACHE.get(k, bb.device) if share else None for k in keys]
+    cached = sum(t is not None for t in trajs)
+    todo = [j for j, t in enumerate(trajs) if t is None]
+    if todo:
+        z0 = torch.cat([bb.encode_image(samples[j].image).float() for j in todo])
+        fresh = ddim_invert(bb.unet, z0, cond[todo], sched, counter)
+        for r, j in enumerate(todo):
+            trajs[j] = [z[r:r + 1] for z in fresh]
+            if share:
+                INVERSION_CACHE.put(keys[j], trajs[j])
+    return [torch.cat(zs) for zs in zip(*trajs)], cached

@@ -26,6 +26,8 @@ BUILTIN_EDITORS: dict[str, str] = {
     "pix2pix_zero": "editors.pix2pix_zero:Pix2PixZeroEditor",
     "icd": "editors.icd:ICDEditor",
     "direct_inversion_p2p": "editors.direct_inversion_p2p:DirectInversionP2PEditor",
+    "masactrl": "editors.masactrl:MasaCtrlEditor",
+    "direct_inversion_masactrl": "editors.masactrl:DirectInversionMasaCtrlEditor",
 }
 
 EDITORS = Registry("editor", ENTRY_POINT_GROUP, BUILTIN_EDITORS, subclass_check("editors.base:Editor"))

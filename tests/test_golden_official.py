@@ -86,4 +86,5 @@ def test_golden_files_present():
     """Every editor checked against its authors' code has committed cases (a missing folder would silently
     skip the test above)."""
     names = {str(_load(p)["editor"]) for p in FILES}
-    assert {"ddim_p2p", "nti_p2p", "npi_p2p", "pix2pix_zero", "ip2p", "icd"} <= names
+    assert {"ddim_p2p", "nti_p2p", "npi_p2p", "pix2pix_zero", "ip2p", "icd", "masactrl",
+            "direct_inversion_masactrl"} <= names
