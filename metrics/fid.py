@@ -68,7 +68,8 @@ def inception_score(logits: np.ndarray) -> float:
     log_p = torch.log_softmax(logits, 1)
     p = log_p.exp()
     log_py = torch.log(p.mean(0, keepdim=True))
-    return float(torch.exp((p * (log_p - log_py)).sum(1).mean()))
+    kl = torch.where(p > 0, p * (log_p - log_py), torch.zeros_like(p))  # 0 log 0 = 0 where a softmax underflows
+    return float(torch.exp(kl.sum(1).mean()))
 
 
 class _InceptionSetMetric(SetMetric):

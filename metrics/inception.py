@@ -151,12 +151,16 @@ def toy_inception_file() -> Path:
                 batch = F.interpolate(noise, size=INPUT_SIZE, mode="bilinear").round().to(torch.uint8)
                 model(batch)
             model.eval()
-            # and logits of spread ~2 (not ~1000): a softmax that is not one-hot keeps a toy IS informative
-            pool, logits = model(batch)
-            model.fc.weight.mul_(2.0 / logits.std().clamp(min=1e-6))
+            # the pooled features share one large mean direction, which would give every image the same
+            # softmax (IS = 1): the toy classifier ignores it and reads the differences between images, at a
+            # logit spread of the features' own (unit rows), so a toy IS moves with the images
+            pool, _ = model(batch)
+            mean_dir = pool.mean(0) / pool.mean(0).norm().clamp(min=1e-12)
+            model.fc.weight.sub_(torch.outer(model.fc.weight @ mean_dir, mean_dir))
+            model.fc.weight.div_(model.fc.weight.norm(dim=1, keepdim=True).clamp(min=1e-12))  # unit rows
         torch.save(model.state_dict(), tmp / "inception-toy.pth")
 
-    return toy_folder("inception", {"seed": TOY_SEED, "format": 3}, write) / "inception-toy.pth"
+    return toy_folder("inception", {"seed": TOY_SEED, "format": 5}, write) / "inception-toy.pth"
 
 
 def real_inception_file() -> Path:

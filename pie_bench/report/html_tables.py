@@ -123,3 +123,54 @@ def delta_rows(comparison: Comparison, metrics: dict[str, Metric]) -> list[Delta
                  Cell(f"{'' if r.n_a is None else r.n_a}/{'' if r.n_b is None else r.n_b}"), Cell(flag, flag)]
         rows.append(DeltaRow("regression" if r.regression else ("changed" if r.flagged else ""), flag, cells))
     return rows
+
+
+@dataclass
+class SetCell:
+    text: str = ""
+    sort: str = ""
+    ci: Optional[str] = None  # "[low, high]" at display scale
+    reason: str = ""  # why the value is undefined
+
+
+@dataclass
+class SetRow:
+    name: str
+    n: str
+    cells: list[SetCell]
+    bound: str = ""
+    seeds: int = 1
+
+
+@dataclass
+class SetMetricTable:
+    table_id: str
+    metrics: list[Metric]
+    rows: list[SetRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def set_metric_table(view: BoardView, category: Optional[str] = None, table_id: str = "") -> SetMetricTable:
+    """The metrics over sets (FID, KID, PR, PSD, diversity) with their bootstrap intervals; the terminal's is
+    ``pie_bench.report.set_tables``, whose footnotes this table shares."""
+    from pie_bench.report.set_tables import set_footnotes
+
+    metrics = [m for m in view.set_metrics.values()
+               if any(m.name in e.overall.set_metrics for e in view.editors.values())]
+    table = SetMetricTable(table_id, metrics, notes=[n.replace("\\[", "[") for n in set_footnotes(view, category)])
+    for ed in view.ordered_editors:
+        block = ed.overall if category is None else ed.per_category.get(category)
+        if block is None or not block.set_metrics:
+            continue
+        cells = []
+        for m in metrics:
+            s = block.set_metrics.get(m.name)
+            if s is None:
+                cells.append(SetCell())
+                continue
+            v, lo, hi = (scaled(x, m.scale) for x in (s.mean, s.low, s.high))
+            ci = f"[{fmt_num(lo)}, {fmt_num(hi)}]" if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
+            cells.append(SetCell(fmt_num(v) if math.isfinite(v) else "n/a", sort_key(v), ci, s.reason))
+        ns = "/".join(map(str, sorted({s.n for s in block.set_metrics.values()})))
+        table.rows.append(SetRow(ed.name, ns, cells, ed.bound, ed.seeds))
+    return table

@@ -15,7 +15,7 @@ from pie_bench.core.errors import ResultsError
 from pie_bench.core.sample import EDIT_TYPES, edit_type_name
 from pie_bench.report.files import write_file
 from pie_bench.report.gallery import build_gallery, gallery_rows, load_source_samples, run_records
-from pie_bench.report.html_tables import LeaderboardTable, delta_rows, leaderboard_table
+from pie_bench.report.html_tables import LeaderboardTable, delta_rows, leaderboard_table, set_metric_table
 from pie_bench.report.model import (BoardView, board_view, comparison_view, load_board, manifest_dataset,
                                     merged_metrics)
 from pie_bench.report.plots import category_plot, pareto_plot
@@ -91,6 +91,8 @@ def write_report(run_dir, out_dir=None) -> Path:
 
     text = render("report.html.j2", title=f"PIE-Bench report — {view.run}", toy_note=toy_note([view]),
                   board=view, overall=leaderboard_table(view, None, "overall"), categories=categories,
+                  sets=set_metric_table(view, None, "set-overall"),
+                  category_sets=[set_metric_table(view, c, f"set-category-{c}") for c in view.categories],
                   figures=figures, source_note=source_note, the_gallery=the_gallery, details=details_rows(view))
     index = out_dir / "index.html"
     write_file(index, text.encode())
