@@ -28,6 +28,8 @@ BUILTIN_EDITORS: dict[str, str] = {
     "direct_inversion_p2p": "editors.direct_inversion_p2p:DirectInversionP2PEditor",
     "masactrl": "editors.masactrl:MasaCtrlEditor",
     "direct_inversion_masactrl": "editors.masactrl:DirectInversionMasaCtrlEditor",
+    "pnp": "editors.pnp:PnPEditor",
+    "direct_inversion_pnp": "editors.pnp:DirectInversionPnPEditor",
 }
 
 EDITORS = Registry("editor", ENTRY_POINT_GROUP, BUILTIN_EDITORS, subclass_check("editors.base:Editor"))

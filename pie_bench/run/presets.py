@@ -18,6 +18,8 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
     # MasaCtrl starts at step 4 of 50 (an absolute index in the authors' code): 1 of 10 keeps the fraction
     "masactrl": {"num_ddim_steps": "10", "start_step": "1"},
     "direct_inversion_masactrl": {"num_ddim_steps": "10", "start_step": "1"},
+    "pnp": {"num_ddim_steps": "10"},
+    "direct_inversion_pnp": {"num_ddim_steps": "10"},
     "ip2p": {"num_inference_steps": "10"},
     "pix2pix_zero": {"num_inference_steps": "10"},
 }
