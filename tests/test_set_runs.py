@@ -1,0 +1,158 @@
+"""Set metrics through real runs: recorded in the leaderboard with n and an interval, recomputed (never
+appended twice) when a killed run resumes, ``--seeds K`` resumable per seed with the diversity scores, old
+leaderboards still readable, and the terminal and HTML tables showing them."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+import cli as cli_module
+from pie_bench.datasets.pie import load_dataset
+from pie_bench.report.tables import print_leaderboard
+from pie_bench.run.leaderboard import load_leaderboard
+from pie_bench.run.results import decode_float, read_records
+from tests import fault_editors
+
+REPO = Path(__file__).resolve().parent.parent
+SETS = ["psnr_unedit_part", "pr_source", "psd_source", "kid_source", "fid_source"]
+
+
+def _bench(*args) -> str:
+    result = CliRunner().invoke(cli_module.cli, ["bench", "--no-progress", "--no-report", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _sets(board: dict) -> dict:
+    return {name: {m: (s["value"], s["ci_low"], s["ci_high"], s["n"], s["reason"]) for m, s in e["set_metrics"].items()}
+            for name, e in board["editors"].items()}
+
+
+def test_set_metrics_survive_sigkill_and_resume(tmp_path, monkeypatch):
+    """SIGKILL part-way; the resumed run's set metrics are those of an uninterrupted run: every sample in
+    each set once, the values recomputed over all of them."""
+    fault_editors.register(monkeypatch)
+    out, markers = tmp_path / "killed", tmp_path / "markers"
+    args = ["--data", "smoke", "--metrics", ",".join(SETS), "--editors", "identity,slow",
+            "--editor-arg", "slow.delay=0.05", "--limit", "6"]
+    env = {**fault_editors.plugin_env(tmp_path, REPO), "PIE_BENCH_TEST_MARKERS": str(markers),
+           "PIE_BENCH_TEST_HANG_AT": "4"}
+    proc = subprocess.Popen([sys.executable, "cli.py", "bench", "--no-progress", "--no-report", *args, "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if markers.exists() and len(markers.read_text().split()) >= 4:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / "leaderboard.json").exists()  # killed before any leaderboard: nothing to trust yet
+    done_before = len(read_records([out / "samples.jsonl"]))
+    assert 6 <= done_before < 12
+    _bench(*args, "--out", str(out))
+    _bench(*args, "--out", str(out))  # a second resume adds nothing and recomputes the same numbers
+    clean = tmp_path / "clean"
+    _bench(*args, "--out", str(clean))
+    resumed, uninterrupted = (json.loads((p / "leaderboard.json").read_text()) for p in (out, clean))
+    assert _sets(resumed) == _sets(uninterrupted)
+    ident = resumed["editors"]["identity"]["set_metrics"]
+    assert {m: ident[m]["n"] for m in ident} == {"pr_source": 6, "psd_source": 6, "kid_source": 6, "fid_source": 6}
+    assert ident["pr_source"]["value"] == 0 and ident["psd_source"]["value"] == 0
+    # FID needs 10 images: NaN with the reason, never a number from 6
+    assert ident["fid_source"]["value"] is None and "n=6 < 10" in ident["fid_source"]["reason"]
+    assert resumed["set_metric_info"]["kid_source"]["toy"] is True
+    assert "FID is biased" in resumed["set_metric_info"]["fid_source"]["note"]
+
+
+def test_seeds_run_stochastic_editors_k_times_resumably_and_score_diversity(tmp_path):
+    out = tmp_path / "seeds"
+    base = ["--data", "shapes", "--backbone", "shapes", "--metrics", "psnr_unedit_part,pr_source", "--limit", "3",
+            "--editors", "identity,ip2p", "--editor-arg", "ip2p.num_inference_steps=4", "--out", str(out)]
+    _bench(*base, "--seeds", "3")
+    recs = read_records([out / "samples.jsonl"])
+    ip2p = [r for r in recs if r.editor == "ip2p"]
+    assert sorted((r.seed_index, r.seed) for r in ip2p if r.sample_id == ip2p[0].sample_id) == \
+        [(0, 1234), (1, 1235), (2, 1236)]
+    assert len(ip2p) == 9 and len([r for r in recs if r.editor == "identity"]) == 3  # deterministic: once
+    assert all((out / "ip2p" / "seed2" / f"{r.sample_id}.png").is_file() for r in ip2p if r.seed_index == 2)
+    board = json.loads((out / "leaderboard.json").read_text())
+    ip, ident = board["editors"]["ip2p"], board["editors"]["identity"]
+    assert ip["seeds"] == 3 and ip["stochastic"] and ip["n"] == 3  # the per-sample means read seed 0 only
+    div = ip["set_metrics"]
+    assert div["diversity_resnet50"]["value"] > 0 and div["diversity_lpips"]["value"] > 0
+    assert 0 < div["diversity_ms_ssim"]["value"] < 1 and div["diversity_resnet50"]["n"] == 3
+    assert ident["set_metrics"]["diversity_resnet50"]["value"] == 0
+    assert ident["set_metrics"]["diversity_ms_ssim"]["value"] == 1
+    assert "deterministic" in ident["set_metrics"]["diversity_lpips"]["note"]
+    # the same command again redoes nothing; one more seed adds exactly that seed's records
+    _bench(*base, "--seeds", "3")
+    assert len(read_records([out / "samples.jsonl"])) == 12
+    _bench(*base, "--seeds", "4")
+    recs = read_records([out / "samples.jsonl"])
+    assert len(recs) == 15 and sorted({r.seed_index for r in recs if r.editor == "ip2p"}) == [0, 1, 2, 3]
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["editors"]["ip2p"]["seeds"] == 4
+    # the first seed's numbers are those of a run without --seeds
+    single = tmp_path / "single"
+    _bench(*base[:-1], str(single))
+    one = json.loads((single / "leaderboard.json").read_text())["editors"]["ip2p"]
+    assert one["metrics"] == board["editors"]["ip2p"]["metrics"]
+    assert one["set_metrics"]["pr_source"] == board["editors"]["ip2p"]["set_metrics"]["pr_source"]
+
+
+def test_old_leaderboards_without_set_metrics_load_and_print():
+    board = load_leaderboard(REPO / "results" / "shapes.json")
+    assert board.set_metric_info == {} and all(not e.set_metrics for e in board.editors.values())
+    buf = io.StringIO()
+    print_leaderboard(board, Console(file=buf, width=120), per_category=False)
+    assert "metrics over sets" not in buf.getvalue() and "identity" in buf.getvalue()
+
+
+def test_tables_and_report_show_set_metrics_with_intervals_and_reasons(tmp_path):
+    out = tmp_path / "run"
+    _bench("--data", "smoke", "--metrics", "psnr_unedit_part,pr_source,psd_source,fid_source", "--editors",
+           "identity,blank", "--limit", "4", "--out", str(out))
+    buf = io.StringIO()
+    print_leaderboard(load_leaderboard(out / "leaderboard.json"), Console(file=buf, width=140), per_category=False)
+    text = buf.getvalue()
+    assert "metrics over sets" in text and "PR vs source" in text and "n/a: n=4 < 10" in text
+    assert "FID is biased" in text and "[low, high]" in text
+    from pie_bench.report.html import write_report
+
+    html = write_report(out).read_text()
+    assert 'id="set-overall"' in html and "FID vs source" in html and 'title="n=4 &lt; 10' in html
+    board = json.loads((out / "leaderboard.json").read_text())
+    blank = board["editors"]["blank"]["set_metrics"]["pr_source"]
+    assert decode_float(blank["ci_low"]) <= decode_float(blank["value"]) <= decode_float(blank["ci_high"])
+    assert decode_float(blank["value"]) > 0 and not math.isnan(decode_float(blank["value"]))
+
+
+@pytest.mark.parametrize("name", ["identity", "blank", "oracle", "ddim_p2p"])
+def test_editors_declared_deterministic_ignore_the_seed(name):
+    """The declaration the diversity scores rely on: a deterministic editor's output is the same for any seed."""
+    import numpy as np
+    import torch
+
+    from editors.base import as_edit_output
+    from pie_bench.run.runner import instantiate_editors
+
+    ds = load_dataset("shapes", limit=1)
+    ed = instantiate_editors([name], {name: {"num_ddim_steps": "3"}} if name == "ddim_p2p" else {})[0]
+    assert not ed.stochastic
+    ed.load("shapes")
+    outs = [as_edit_output(ed.edit(ds.samples[0], torch.Generator().manual_seed(s)), "x", name).image for s in (1, 2)]
+    assert np.array_equal(outs[0], outs[1])
