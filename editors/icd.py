@@ -50,6 +50,7 @@ from typing import Optional, Sequence
 import torch
 
 from pie_bench.core.errors import ConfigError
+from pie_bench.core.paths import shapes_models_dir
 from pie_bench.core.sample import Sample
 
 from editors.backbone import ICD_TEACHER_UNET, load_backbone
@@ -169,11 +170,15 @@ class ICDEditor(Editor):
     Config = ICDConfig
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     paper = "Starodubcev et al., Invertible Consistency Distillation for Text-Guided Image Editing, NeurIPS 2024"
+    stochastic = True  # the forward (inversion) noise is drawn from the generator
 
     @classmethod
     def backbone_unavailable(cls, backbone: str) -> Optional[str]:
         if backbone == "shapes":
-            return "iCD needs a guidance-distilled UNet with consistency LoRAs; ShapesEdit trains none"
+            try:
+                shapes_models_dir("icd")
+            except ConfigError as exc:  # a --out folder trained without the icd stages
+                return str(exc)
         return None
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
@@ -195,7 +200,11 @@ class ICDEditor(Editor):
                               "(time_cond_proj_dim); iCD needs the guidance-distilled teacher "
                               f"(--editor-arg icd.teacher_unet={ICD_TEACHER_UNET})")
         round_to = lora_round_dtype(cfg.lora_dtype)
-        source = str(build_toy_lora_folder(bb.unet, cfg)) if backbone == "toy" else cfg.lora_source
+        source = cfg.lora_source
+        if backbone == "toy":
+            source = str(build_toy_lora_folder(bb.unet, cfg))
+        elif backbone == "shapes" and cfg.lora_source == ICD_LORA_REPO:  # trained by pie_bench.training.shapes_icd
+            source = str(shapes_models_dir("icd") / "lora")
         self.adapters = {}
         for kind, filename in (("forward", cfg.forward_lora), ("reverse", cfg.reverse_lora)):
             path = resolve_lora_file(source, filename)

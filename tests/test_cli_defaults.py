@@ -43,10 +43,18 @@ def test_preset_steps_apply_only_without_data(tmp_path):
     assert board["dataset"]["name"] == "smoke"
 
 
-def test_all_leaves_out_editors_that_cannot_run_on_the_backbone(tmp_path):
+def test_all_leaves_out_editors_that_cannot_run_on_the_backbone(tmp_path, monkeypatch):
+    """A ShapesEdit models folder trained without the iCD stages: ``--editors all`` skips iCD with the reason."""
     from editors.registry import get_editor_class
+    from pie_bench.core.paths import SHAPES_MODELS
 
-    assert get_editor_class("icd").backbone_unavailable("shapes")
+    assert get_editor_class("icd").backbone_unavailable("shapes") is None  # the bundled models have it
+    models = tmp_path / "models"
+    models.mkdir()
+    for part in ("sd", "ip2p", "clip", "manifest.json"):
+        (models / part).symlink_to(SHAPES_MODELS / part)
+    monkeypatch.setenv("PIE_BENCH_SHAPES_MODELS", str(models))
+    assert "icd weights are missing" in get_editor_class("icd").backbone_unavailable("shapes")
     assert get_editor_class("icd").backbone_unavailable("toy") is None
     res = _bench(tmp_path, "--editors", "all", "--limit", "1", "--metrics", "none",
                  *[a for n in ("ddim_p2p", "npi_p2p") for a in ("--editor-arg", f"{n}.num_ddim_steps=2")],

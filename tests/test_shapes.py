@@ -38,6 +38,21 @@ def test_every_edit_type_present_in_pie_proportions():
         assert sum(counts.values()) == n and min(counts.values()) >= 1
 
 
+def test_balanced_sets_hold_the_same_count_per_type_and_extend_the_proportional_ones():
+    from pie_bench.core.errors import DataError
+    from pie_bench.datasets.shapes.dataset import DEFAULT_BALANCED, DEFAULT_N
+
+    assert type_counts(100, balanced=True) == {t: 10 for t in range(10)}
+    assert DEFAULT_BALANCED and type_counts(DEFAULT_N, DEFAULT_BALANCED) == {t: 10 for t in range(10)}
+    with pytest.raises(DataError, match="multiple of 10"):
+        type_counts(25, balanced=True)
+    # sample j of type t is the same edit whichever way the set is counted
+    bal = {s.id: s.edit for s in generate(100, seed=2, balanced=True)}
+    prop = generate(100, seed=2)
+    shared = [s for s in prop if s.id in bal]
+    assert len(shared) >= 60 and all(bal[s.id].target == s.edit.target for s in shared)
+
+
 def test_mask_is_exact_union_of_edited_regions():
     for e in _edits():
         size = 64

@@ -28,10 +28,12 @@ def test_manifest_matches_committed_files():
 
 
 def test_models_dir_variants():
-    for v, marker in (("sd", "model_index.json"), ("ip2p", "model_index.json"), ("clip", "open_clip_config.json")):
+    for v, marker in (("sd", "model_index.json"), ("ip2p", "model_index.json"), ("clip", "open_clip_config.json"),
+                      ("icd", "model_index.json"), ("icd", "lora/forward-19-259-519-779.safetensors"),
+                      ("icd", "lora/reverse-259-519-779-999.safetensors")):
         assert (models_dir(v) / marker).exists()
-    with pytest.raises(ConfigError, match="icd"):
-        models_dir("icd")
+    with pytest.raises(ConfigError, match="lcm"):
+        models_dir("lcm")
 
 
 def test_shapes_backbone_loads_and_follows_prompts():

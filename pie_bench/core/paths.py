@@ -14,7 +14,7 @@ from pie_bench.core.errors import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SHAPES_MODELS = PACKAGE_ROOT / "models" / "shapes"
-SHAPES_VARIANTS = ("sd", "ip2p", "clip")
+SHAPES_VARIANTS = ("sd", "ip2p", "clip", "icd")
 
 
 def cache_root() -> Path:
@@ -30,10 +30,10 @@ def offline() -> bool:
 def shapes_models_dir(variant: str = "sd") -> Path:
     """Folder of a trained ShapesEdit model (the bundled ones unless ``PIE_BENCH_SHAPES_MODELS`` names a folder
     trained with ``python -m pie_bench.training.shapes_train --out DIR``): ``sd`` and ``ip2p`` in the Stable
-    Diffusion layout, ``clip`` in open_clip's hub layout."""
+    Diffusion layout (``icd``: iCD's guidance-distilled teacher, its two LoRA adapters in ``icd/lora/``),
+    ``clip`` in open_clip's hub layout."""
     if variant not in SHAPES_VARIANTS:
-        raise ConfigError(f"the shapes backbone has no {variant!r} model; it has {', '.join(SHAPES_VARIANTS)} "
-                          "(iCD needs a guidance-distilled UNet that ShapesEdit does not train)")
+        raise ConfigError(f"the shapes backbone has no {variant!r} model; it has {', '.join(SHAPES_VARIANTS)}")
     folder = Path(os.environ.get("PIE_BENCH_SHAPES_MODELS") or SHAPES_MODELS) / variant
     marker = "open_clip_config.json" if variant == "clip" else "model_index.json"
     if not (folder / marker).exists():

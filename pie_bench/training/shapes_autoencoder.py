@@ -82,7 +82,14 @@ def stage_vae_decoder(args):
 
 
 def frozen_vae(args):
-    """The autoencoder the diffusion stages use: the last VAE stage's checkpoint and its latent scale."""
+    """The autoencoder the diffusion stages use: the last VAE stage's checkpoint and its latent scale, or,
+    for a run continuing exported models with no VAE stage of its own, the exported (fp16-rounded) VAE the
+    harness runs."""
+    if not (Path(args.workdir) / "vae_scale.json").exists() and getattr(args, "init_from", None):
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(Path(args.init_from) / "sd" / "vae", torch_dtype=torch.float32)
+        return vae.requires_grad_(False).eval()
     meta = json.loads((Path(args.workdir) / "vae_scale.json").read_text())
     vae = build_vae(args.seed)
     ck = torch.load(Path(args.workdir) / f"{meta['stage']}.pt", weights_only=True)

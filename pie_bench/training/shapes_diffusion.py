@@ -93,22 +93,31 @@ def stage_sd(args):
     return tok, text, unet, losses
 
 
-def stage_ip2p(args, sd_unet, text, tok):
+def stage_ip2p(args, sd_unet, text, tok, stage="ip2p", init_unet=None):
     """InstructPix2Pix's recipe: start from the text-to-image UNet with zero-initialised extra input
-    channels for the source latent; drop text, image or both conditions 5% of the time each."""
+    channels for the source latent; drop text, image or both conditions 5% of the time each.
+
+    ``ip2p_continue`` resumes from an exported InstructPix2Pix UNet (``init_unet``) and weighs the loss by
+    (1 + SNR) / SNR as the text-to-image stage does: with the plain loss the high-noise steps, where the
+    instruction decides what changes, weigh up to ~200x less than the near-clean ones; 800 plain steps
+    left attribute accuracy at 45 % and the background at 15 dB PSNR."""
     from diffusers import UNet2DConditionModel
 
     vae = frozen_vae(args)
     unet = UNet2DConditionModel(**unet_config(8))
-    state = sd_unet.state_dict()
-    w = state["conv_in.weight"]
-    state["conv_in.weight"] = torch.cat([w, torch.zeros_like(w)], 1)
-    unet.load_state_dict(state)
+    if init_unet is not None:
+        unet.load_state_dict(init_unet.state_dict())
+    else:
+        state = sd_unet.state_dict()
+        w = state["conv_in.weight"]
+        state["conv_in.weight"] = torch.cat([w, torch.zeros_like(w)], 1)
+        unet.load_state_dict(state)
     text.requires_grad_(False).eval()
     sched = noise_scheduler()
+    weighted = stage == "ip2p_continue"
 
     def loss_fn(rng, gen):
-        src, tgt, instr = edit_batch(rng, BATCH["ip2p"])
+        src, tgt, instr = edit_batch(rng, BATCH[stage])
         r = rng.random(len(instr))
         prompts = [("" if (0.05 <= ri < 0.10 or ri >= 0.95) else s) for ri, s in zip(r, instr)]
         drop_img = torch.from_numpy((r < 0.05) | (r >= 0.95)).float().view(-1, 1, 1, 1)
@@ -121,7 +130,19 @@ def stage_ip2p(args, sd_unet, text, tok):
         noise = torch.randn(zt.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(zt),), generator=gen)
         inp = torch.cat([sched.add_noise(zt, noise, t), zs * (1 - drop_img)], 1)
-        return F.mse_loss(unet(inp, t, encoder_hidden_states=cond).sample, noise)
+        err = (unet(inp, t, encoder_hidden_states=cond).sample - noise).pow(2).mean((1, 2, 3))
+        return (snr_weight(sched, t) * err).mean() if weighted else err.mean()
 
-    losses = train_loop("ip2p", args, {"unet": unet}, unet.parameters(), loss_fn)
+    losses = train_loop(stage, args, {"unet": unet}, unet.parameters(), loss_fn)
     return unet, losses
+
+
+def load_exported_ip2p(folder: Path):
+    """The text encoder, tokenizer and InstructPix2Pix UNet of an exported models folder, in fp32."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    ip2p = folder / "ip2p"
+    unet = UNet2DConditionModel.from_pretrained(ip2p / "unet", torch_dtype=torch.float32)
+    text = CLIPTextModel.from_pretrained(ip2p / "text_encoder", torch_dtype=torch.float32)
+    return CLIPTokenizer.from_pretrained(ip2p / "tokenizer"), text, unet

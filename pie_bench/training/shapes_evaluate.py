@@ -1,7 +1,7 @@
 """Acceptance figures for the ShapesEdit models.
 
     python -m pie_bench.training.shapes_evaluate base --n 200          # prompted colour/shape accuracy of the base model
-    python -m pie_bench.training.shapes_evaluate reconstruction --n 30  # DDIM vs null-text inversion reconstruction PSNR
+    python -m pie_bench.training.shapes_evaluate reconstruction --n 30  # DDIM vs null-text inversion (vs iCD) PSNR
 
 Results print as JSON and, with ``--record``, are stored under ``evaluation`` in the models' manifest.
 """
@@ -67,6 +67,12 @@ def reconstruction(n: int = 30, steps: int = 50, guidance: float = 7.5, inner_st
 
     bb = load_backbone("shapes")
     ds = load_dataset("shapes", limit=n)
+    icd = None
+    from editors.icd import ICDEditor
+
+    if ICDEditor.backbone_unavailable("shapes") is None:
+        icd = ICDEditor()
+        icd.load("shapes")
     sched = DDIMSchedule(bb.scheduler, steps)
     uncond = bb.encode_prompt([""])
     rows = []
@@ -80,12 +86,27 @@ def reconstruction(n: int = 30, steps: int = 50, guidance: float = 7.5, inner_st
         nti_img = bb.decode(ddim_sample(bb.unet, traj[-1], cond, nti.embeddings, sched, guidance))[0]
         vae = bb.decode(z0)[0]
         rows.append({"id": s.id, "vae": _psnr(vae, s.image), "ddim": _psnr(ddim, s.image), "nti": _psnr(nti_img, s.image)})
+        if icd is not None:
+            rows[-1]["icd"] = _psnr(icd_reconstruction(icd, s), s.image)
     out = {"n": len(rows), "steps": steps, "guidance": guidance, "inner_steps": inner_steps,
            "seconds": round(time.time() - t0, 1)}
-    for k in ("vae", "ddim", "nti"):
+    if icd is not None:
+        out["icd"] = {"forward": list(icd.config.forward_timesteps), "reverse": list(icd.config.reverse_timesteps),
+                      "guidance": 0.0, "unet_calls": 8}
+    for k in ("vae", "ddim", "nti") + (("icd",) if icd is not None else ()):
         out[f"psnr_{k}"] = round(float(np.mean([r[k] for r in rows])), 2)
     out["nti_better_fraction"] = round(float(np.mean([r["nti"] > r["ddim"] for r in rows])), 3)
     return out
+
+
+def icd_reconstruction(editor, sample) -> np.ndarray:
+    """iCD's 4 forward + 4 reverse consistency steps with the source prompt and w = 0 (the source row of an
+    edit), seeded as the harness seeds sample 0."""
+    bb = editor.backbone
+    cond = bb.encode_prompt([sample.source_prompt])
+    x_T = editor.invert(bb.encode_image(sample.image), cond, torch.Generator().manual_seed(0))
+    latents = editor.generate(x_T, torch.cat([cond, cond]))
+    return bb.decode(latents[:1], quantize="truncate")[0]
 
 
 def record(key: str, value: dict) -> None:

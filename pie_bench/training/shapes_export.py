@@ -66,6 +66,37 @@ def git_sha() -> str:
         return "unknown"
 
 
+def file_table(out: Path) -> dict:
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", "samples.png"))
+    return {str(p.relative_to(out)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
+
+
+def export_continued(args, section: str, write, record: dict) -> None:
+    """Write models trained on top of ``--init-from`` into ``--out`` (a copy of it; every other model stays
+    byte-identical) with ``write(out)``, and record the run in the manifest under ``section`` beside the run
+    that made the rest."""
+    src, out = Path(args.init_from), Path(args.out)
+    if src.resolve() != out.resolve():
+        shutil.copytree(src, out, dirs_exist_ok=True)
+    before = json.loads((src / "manifest.json").read_text())
+    write(out)
+    manifest = dict(before)
+    manifest[section] = {"command": "python -m pie_bench.training.shapes_train " + " ".join(sys.argv[1:]),
+                         "git_sha": args.git_sha, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                         **record}
+    manifest["files"] = file_table(out)
+    manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def export_ip2p_continued(args, unet, vae, text, tok, losses: list) -> None:
+    before = json.loads((Path(args.init_from) / "manifest.json").read_text())["files"]
+    export_continued(args, "ip2p_continue", lambda out: export_sd_folder(out / "ip2p", unet, vae, text, tok), {
+        "steps": args.steps["ip2p_continue"], "batch": BATCH["ip2p_continue"], "lr": LR["ip2p_continue"],
+        "loss": "(1 + SNR) / SNR-weighted epsilon MSE", "final_loss": losses[-1][1] if losses else None,
+        "loss_curve": losses, "ip2p_before": {k: v for k, v in before.items() if k.startswith("ip2p/unet/")}})
+
+
 def export(args, vae, text, tok, sd_unet, ip2p_unet, clip_model, losses: dict) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +105,6 @@ def export(args, vae, text, tok, sd_unet, ip2p_unet, clip_model, losses: dict) -
         export_sd_folder(out / "ip2p", ip2p_unet, vae, text, tok)
     if clip_model is not None:
         export_clip(out / "clip", clip_model)
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.json", "samples.png"))
     manifest = {
         "command": "python -m pie_bench.training.shapes_train " + " ".join(sys.argv[1:]),
         "git_sha": args.git_sha, "seed": args.seed, "steps": args.steps, "batch": BATCH, "lr": LR,
@@ -83,9 +113,9 @@ def export(args, vae, text, tok, sd_unet, ip2p_unet, clip_model, losses: dict) -
         "init_from": getattr(args, "init_lineage", None),
         "final_losses": {k: (v[-1][1] if v else None) for k, v in losses.items()},
         "loss_curves": losses,
-        "files": {str(p.relative_to(out)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
-        "total_bytes": sum(p.stat().st_size for p in files),
+        "files": file_table(out),
     }
+    manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     try:
         from editors import backbone as backbone_mod

@@ -20,8 +20,9 @@ from pie_bench.core.paths import SHAPES_MODELS
 from pie_bench.training.shapes_autoencoder import frozen_vae, stage_vae, stage_vae_decoder
 from pie_bench.training.shapes_clip import stage_clip
 from pie_bench.training.shapes_config import DEFAULT_STEPS, STAGES
-from pie_bench.training.shapes_diffusion import stage_ip2p, stage_sd
-from pie_bench.training.shapes_export import export, export_sd_folder, git_sha
+from pie_bench.training.shapes_diffusion import load_exported_ip2p, stage_ip2p, stage_sd
+from pie_bench.training.shapes_export import export, export_ip2p_continued, export_sd_folder, git_sha
+from pie_bench.training.shapes_icd import train_icd
 from pie_bench.training.shapes_loop import log
 
 
@@ -62,6 +63,19 @@ def main(argv=None) -> None:
             export_sd_folder(Path(args.out) / "sd", sd_unet, frozen_vae(args), text, tok)
     if "ip2p" in stages:
         ip2p_unet, losses["ip2p"] = stage_ip2p(args, sd_unet, text, tok)
+    if "ip2p_continue" in stages:  # continues the exported --init-from ip2p UNet; writes only the ip2p folder
+        if not args.init_from:
+            raise SystemExit("--stages ip2p_continue needs --init-from (the exported models to continue)")
+        tok, text, init_unet = load_exported_ip2p(Path(args.init_from))
+        unet, curve = stage_ip2p(args, None, text, tok, stage="ip2p_continue", init_unet=init_unet)
+        export_ip2p_continued(args, unet, frozen_vae(args), text, tok, curve)
+        log(workdir, f"continued ip2p exported to {args.out}")
+        return
+    if "icd_teacher" in stages or "icd_lora" in stages:  # on top of the exported --init-from models
+        if not args.init_from:
+            raise SystemExit("--stages icd_teacher,icd_lora needs --init-from (the exported models to distil)")
+        train_icd(args, workdir)
+        return
     if "clip" in stages:
         clip_model, losses["clip"] = stage_clip(args)
     if "export" in stages:
