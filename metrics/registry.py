@@ -39,6 +39,18 @@ BUILTIN_METRICS.update({
     "gt_attribute_accuracy": "metrics.ground_truth:AttributeAccuracy",
 })
 
+# Image-image similarity to the source / the target (opt-in: ``--metrics protocol,similarity``)
+SIMILARITY_METRICS = ["clip_i_source", "clip_i_target", "dino_i_source", "dino_i_target", "dinov2_source",
+                      "dinov2_target"]
+BUILTIN_METRICS.update({
+    "clip_i_source": "metrics.image_similarity:ClipImageSource",
+    "clip_i_target": "metrics.image_similarity:ClipImageTarget",
+    "dino_i_source": "metrics.image_similarity:DinoImageSource",
+    "dino_i_target": "metrics.image_similarity:DinoImageTarget",
+    "dinov2_source": "metrics.image_similarity:Dinov2Source",
+    "dinov2_target": "metrics.image_similarity:Dinov2Target",
+})
+
 # Metrics over sets (``metrics.sets``): one number per editor over its edits (and per category), with a
 # bootstrap interval; computed when the leaderboard is written, from the saved images.
 SET_METRICS: dict[str, str] = {
@@ -70,7 +82,7 @@ DEFAULT_TARGET_SET_METRICS = ["pr_target", "psd_target"]
 METRIC_GROUPS = {"sets": list(SET_METRICS), "inception": ["fid_source", "fid_target", "kid_source", "kid_target",
                                                          "inception_score", "inception_score_source"],
                  "spectra": DEFAULT_SET_METRICS + DEFAULT_TARGET_SET_METRICS + ["spectral_slope"],
-                 "diversity": list(SEED_METRICS)}
+                 "diversity": list(SEED_METRICS), "similarity": SIMILARITY_METRICS}
 
 
 def _metric_check(obj) -> Optional[str]:

@@ -90,6 +90,15 @@ class DinoViT(nn.Module):
         grid = F.interpolate(grid, scale_factor=((gh + 0.1) / side, (gw + 0.1) / side), mode="bicubic")
         return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)], dim=1)
 
+    def cls_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D): the final-norm CLS token, DINO's image embedding (what DINO-I compares)."""
+        b, _, h, w = x.shape
+        tokens = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1) + self._pos_embed(h, w)
+        for blk in self.blocks:
+            tokens = blk(tokens)
+        return self.norm(tokens)[:, 0]
+
     def last_keys(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1 + patches, D): the last block's keys, heads concatenated (CLS token first)."""
         b, _, h, w = x.shape
