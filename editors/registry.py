@@ -30,6 +30,7 @@ BUILTIN_EDITORS: dict[str, str] = {
     "direct_inversion_masactrl": "editors.masactrl:DirectInversionMasaCtrlEditor",
     "pnp": "editors.pnp:PnPEditor",
     "direct_inversion_pnp": "editors.pnp:DirectInversionPnPEditor",
+    "ledits_pp": "editors.ledits_pp:LEditsPPEditor",
 }
 
 EDITORS = Registry("editor", ENTRY_POINT_GROUP, BUILTIN_EDITORS, subclass_check("editors.base:Editor"))

@@ -20,6 +20,7 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
     "direct_inversion_masactrl": {"num_ddim_steps": "10", "start_step": "1"},
     "pnp": {"num_ddim_steps": "10"},
     "direct_inversion_pnp": {"num_ddim_steps": "10"},
+    "ledits_pp": {"num_inversion_steps": "10"},
     "ip2p": {"num_inference_steps": "10"},
     "pix2pix_zero": {"num_inference_steps": "10"},
 }
