@@ -98,3 +98,41 @@ def test_nan_is_not_zero_in_means():
 
     stats = metric_stats([0.5, math.nan, 0.7], higher_is_better=True)
     assert stats["n"] == 2 and stats["mean"] == pytest.approx(0.6)
+
+
+def test_batched_scoring_equals_one_sample_at_a_time():
+    """The runner scores an edit_batch chunk in one batch per metric: every metric (protocol and ground truth,
+    on the ShapesEdit models) gives each sample what it gives that sample scored alone."""
+    from pie_bench.datasets.pie import load_dataset
+    from pie_bench.run.sample_io import score_each, score_samples
+
+    from metrics.registry import GROUND_TRUTH_METRICS
+
+    suite = build_metrics(PROTOCOL_METRICS + GROUND_TRUTH_METRICS, "shapes", "cpu")
+    samples = load_dataset("shapes", limit=10).samples[:5]
+    rng = np.random.default_rng(0)
+    edits = [np.clip(s.image.astype(np.int16) + rng.integers(-30, 30, s.image.shape), 0, 255).astype(np.uint8)
+             for s in samples]
+    batched = score_samples(suite, samples, edits)
+    assert len(batched) == 5 and "gt_attribute_accuracy" in batched[0]
+    for sample, edit, row in zip(samples, edits, batched):
+        alone = score_sample(suite, sample, edit)
+        assert row.keys() == alone.keys()
+        for k, v in alone.items():
+            if isinstance(v, float):
+                assert row[k] == pytest.approx(v, rel=1e-4, abs=1e-6), (sample.id, k)
+            else:
+                assert row[k] == v, (sample.id, k)
+
+    class Fails:  # a metric that blows up on one sample only: the batch falls back, the failure lands there
+        name, kind, requires_target = "fails", "sample", False
+
+        def compute(self, batch):
+            if samples[2].id in batch.sample_ids:
+                raise RuntimeError("bad sample")
+            import torch
+            return torch.zeros(len(batch.sample_ids))
+
+    rows = score_each([Fails()], samples, edits)
+    assert [isinstance(r, Exception) for r in rows] == [False, False, True, False, False]
+    assert "bad sample" in str(rows[2])
