@@ -31,7 +31,7 @@ from pie_bench.run.lock import FolderLock
 from pie_bench.run.results import (JsonlWriter, SampleRecord, append_missing_lines, atomic_write_json, record_key,
                                    write_error)
 from pie_bench.run.run_folder import RunFolder
-from pie_bench.run.sample_io import save_png, score_each, score_sample  # noqa: F401  (re-exported: score.py, benchmarks)
+from pie_bench.run.sample_io import save_png, score_sample  # noqa: F401  (re-exported: score.py, benchmarks)
 from pie_bench.run.set_scores import score_sets, split_metrics
 from pie_bench.run.stop import STOP_NAME, RunStopped, StopRequest, signal_name
 
@@ -289,12 +289,8 @@ class Runner:
             return
         # the warm-up cost is spread over the whole call, so a call that holds a warm-up sample is all warm-up
         warm = self.timed < self.opts.warmup
-        ready = [(sample, rec, out) for (sample, rec), result in zip(chunk, results)
-                 if (out := self.check_result(ed, sample, rec, result, seconds / len(chunk), warm)) is not None]
-        scores = score_each(self.metrics, [r[0] for r in ready], [r[2].image for r in ready]) if ready else []
-        for (sample, rec, out), score in zip(ready, scores):
-            self.save_result(ed, sample, rec, out, score)
-        for _, rec in chunk:
+        for (sample, rec), result in zip(chunk, results):
+            self.finish_result(ed, sample, rec, result, seconds / len(chunk), warmup=warm)
             self.write(rec)
 
     def edit_one(self, ed, sample, rec: SampleRecord) -> None:
@@ -310,12 +306,6 @@ class Runner:
     def finish_result(self, ed, sample, rec: SampleRecord, result, latency: float,
                       warmup: Optional[bool] = None) -> None:
         """Validate, score and save one edited image into ``rec`` (a bad image fails the sample)."""
-        out = self.check_result(ed, sample, rec, result, latency, warmup)
-        if out is not None:
-            self.save_result(ed, sample, rec, out, score_each(self.metrics, [sample], [out.image])[0])
-
-    def check_result(self, ed, sample, rec: SampleRecord, result, latency: float, warmup: Optional[bool]):
-        """Record the latency and extras of one edit; the validated output, or None with the sample failed."""
         try:
             rec.latency_s = latency
             rec.warmup = self.timed < self.opts.warmup if warmup is None else warmup
@@ -323,19 +313,7 @@ class Runner:
             result = as_edit_output(result, sample.id, ed.name)
             check_image(result.image, ed.name, sample.id)
             rec.extras = {k: v for k, v in result.extras.items() if isinstance(v, (int, float, str, bool))}
-            return result
-        except ResultsError:
-            raise
-        except Exception as exc:
-            record_failure(rec, exc)
-            return None
-
-    def save_result(self, ed, sample, rec: SampleRecord, result, score) -> None:
-        """Store the scores (or the scoring failure) and the image of one checked edit."""
-        try:
-            if isinstance(score, Exception):
-                raise score
-            rec.metrics = score
+            rec.metrics = score_sample(self.metrics, sample, result.image)
             self.save_image(ed.name, sample.id, result.image, rec)
         except ResultsError:
             raise
