@@ -258,15 +258,12 @@ def sweep(editor_names, grid_specs, grid_file, data, categories, ids, limit, lim
 @click.argument("leaderboard", type=click.Path())
 @click.option("--no-categories", is_flag=True, help="Only the overall table.")
 @click.option("--wide", is_flag=True, help="Every metric column (tables split to fit the terminal).")
-def show(leaderboard, no_categories, wide):
-    """Render a leaderboard JSON as tables."""
-    from pie_bench.run.leaderboard import load_leaderboard
-    from pie_bench.report.tables import print_leaderboard
+@click.option("--reference", default=None, help="A published table (id or JSON file) to print the run beside.")
+def show(leaderboard, no_categories, wide, reference):
+    """Render a leaderboard JSON as tables (or beside a published table: --reference pnp-inversion-paper)."""
+    from pie_bench.report.reference_view import show_board
 
-    path = Path(leaderboard)
-    if path.is_dir():
-        path = path / "leaderboard.json"
-    print_leaderboard(load_leaderboard(path), console, per_category=not no_categories, wide=wide)
+    show_board(leaderboard, console, per_category=not no_categories, wide=wide, reference=reference)
 
 
 @cli.command()
@@ -276,7 +273,10 @@ def show(leaderboard, no_categories, wide):
 @click.option("--z", type=float, default=2.0, show_default=True, help="Flag |delta| > z x combined stderr.")
 @click.option("--html", "html_out", type=click.Path(), default=None, help="Also write an HTML report to this folder.")
 def compare(a, b, fail_on_regression, z, html_out):
-    """Compare two leaderboards (A = baseline, B = new)."""
+    """Compare two leaderboards (A = baseline, B = new), or a run with a published table (B = paper:ID)."""
+    if b.startswith("paper:"):  # pie_bench/report/reference_tables
+        from pie_bench.report.reference_view import compare_with_paper
+        return compare_with_paper(a, b[len("paper:"):], console, fail_on_regression)
     from pie_bench.report.compare import compare_leaderboards
     from pie_bench.run.leaderboard import load_leaderboard
     from pie_bench.report.tables import comparison_table
