@@ -87,4 +87,4 @@ def test_golden_files_present():
     skip the test above)."""
     names = {str(_load(p)["editor"]) for p in FILES}
     assert {"ddim_p2p", "nti_p2p", "npi_p2p", "pix2pix_zero", "ip2p", "icd", "masactrl",
-            "direct_inversion_masactrl", "pnp", "direct_inversion_pnp"} <= names
+            "direct_inversion_masactrl", "pnp", "direct_inversion_pnp", "direct_inversion_p2p"} <= names
