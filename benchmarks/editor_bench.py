@@ -59,6 +59,22 @@ def run_reference(name: str, ed, sample, seed: int):
         from benchmarks.reference.icd import icd_reference
 
         return icd_reference(ed, sample, g)
+    if name == "direct_inversion_p2p":
+        from benchmarks.reference.direct_inversion import direct_inversion_p2p_reference
+
+        return direct_inversion_p2p_reference(ed, sample)
+    if name in ("masactrl", "direct_inversion_masactrl"):
+        from benchmarks.reference.masactrl import masactrl_reference
+
+        return masactrl_reference(ed, sample)
+    if name in ("pnp", "direct_inversion_pnp"):
+        from benchmarks.reference.pnp import pnp_reference
+
+        return pnp_reference(ed, sample)
+    if name == "ledits_pp":
+        from benchmarks.reference.ledits_pp import ledits_pp_reference
+
+        return ledits_pp_reference(ed, sample, g)
     raise KeyError(name)
 
 

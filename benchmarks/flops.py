@@ -9,7 +9,10 @@ from benchmarks.timing import one_line
 
 # the config field holding each editor's sampling steps (the pass counts scale with it)
 STEP_KEY = {"ddim_p2p": "num_ddim_steps", "nti_p2p": "num_ddim_steps", "npi_p2p": "num_ddim_steps",
-            "ip2p": "num_inference_steps", "pix2pix_zero": "num_inference_steps"}  # iCD: its 4+4 schedule
+            "ip2p": "num_inference_steps", "pix2pix_zero": "num_inference_steps",  # iCD: its 4+4 schedule
+            "direct_inversion_p2p": "num_ddim_steps", "masactrl": "num_ddim_steps",
+            "direct_inversion_masactrl": "num_ddim_steps", "pnp": "num_ddim_steps",
+            "direct_inversion_pnp": "num_ddim_steps", "ledits_pp": "num_inversion_steps"}
 
 
 def unit_costs(bb) -> dict:
@@ -56,6 +59,13 @@ def floor_units(name: str, cfg, extras: dict) -> tuple[float, str]:
         return 3 * n, f"3x{n}"
     if name == "pix2pix_zero":
         return 8.3 * n, f"{n} inversion + {n} reference + {n}x(2x2.15 guided fwd+bwd + 2)"
+    if name in ("direct_inversion_p2p", "masactrl", "direct_inversion_masactrl", "direct_inversion_pnp"):
+        return 4 * n, f"{n} inversion + 3x{n} edit (one source row)"
+    if name == "pnp":
+        return 5 * n, f"{n} inversion + {n} reconstruction + 3x{n} edit"
+    if name == "ledits_pp":
+        k = len([c for key in ("ledits_add", "ledits_remove") for c in str(extras.get(key, "")).split("; ") if c])
+        return n * (2 + k), f"{n} inversion + {n}x(1 + {k} concepts) edit"
     if name == "icd":
         k = len(cfg.forward_timesteps)
         m = len(cfg.reverse_timesteps)

@@ -39,7 +39,8 @@ from benchmarks.overhead import harness_overhead  # noqa: E402
 from benchmarks.sd_random import register_sd_random, sd_random_icd_loras  # noqa: E402
 from benchmarks.timing import peak_flops  # noqa: E402
 
-EDITORS = ("ddim_p2p", "nti_p2p", "npi_p2p", "ip2p", "pix2pix_zero", "icd")
+EDITORS = ("ddim_p2p", "nti_p2p", "npi_p2p", "ip2p", "pix2pix_zero", "icd", "direct_inversion_p2p", "masactrl",
+           "direct_inversion_masactrl", "pnp", "direct_inversion_pnp", "ledits_pp")
 VARIANT = {"ip2p": "ip2p", "icd": "icd"}
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}

@@ -125,7 +125,16 @@ class LEditsPPEditor(Editor):
         return out.images, concepts, reverse
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        latents, concepts, reverse = self.run_pipeline(self.pipe, sample, generator)
+        rows = [0]  # UNet batch rows the pipeline evaluates (the other editors count theirs in their loops)
+
+        def count(module, args, kwargs):
+            rows[0] += int((args[0] if args else kwargs["sample"]).shape[0])
+
+        hook = self.backbone.unet.register_forward_pre_hook(count, with_kwargs=True)
+        try:
+            latents, concepts, reverse = self.run_pipeline(self.pipe, sample, generator)
+        finally:
+            hook.remove()
         # the pipeline's "pil" output: decode, then numpy_to_pil's (x * 255).round()
         image = self.backbone.decode(latents, quantize="round")[0]
         return EditOutput(image=np.ascontiguousarray(image), extras={
@@ -133,4 +142,4 @@ class LEditsPPEditor(Editor):
             "ledits_remove": "; ".join(c for c, r in zip(concepts, reverse) if r),
             "ledits_mask": ("intersect" if self.config.use_intersect_mask else "cross-attention"
                             if self.config.use_cross_attn_mask else "noise") if self.attention_mask_ok else "noise",
-            "final_latent": latents[:1].detach().float().cpu().numpy()})
+            "unet_evals": rows[0], "final_latent": latents[:1].detach().float().cpu().numpy()})

@@ -21,6 +21,12 @@ CASES = {  # editor -> (overrides, reference kind)
     "ip2p": ({"num_inference_steps": 4}, "ip2p"),
     "pix2pix_zero": ({"num_inference_steps": 3}, "pix2pix_zero"),
     "icd": ({}, "icd"),
+    "direct_inversion_p2p": ({"num_ddim_steps": P2P_STEPS, "share_inversion": False}, "direct_inversion"),
+    "masactrl": ({"num_ddim_steps": 6, "start_step": 1, "share_inversion": False}, "masactrl"),
+    "direct_inversion_masactrl": ({"num_ddim_steps": 6, "start_step": 1, "share_inversion": False}, "masactrl"),
+    "pnp": ({"num_ddim_steps": 4, "share_inversion": False}, "pnp"),
+    "direct_inversion_pnp": ({"num_ddim_steps": 4, "share_inversion": False}, "pnp"),
+    "ledits_pp": ({"num_inversion_steps": 4}, "ledits_pp"),
 }
 
 
