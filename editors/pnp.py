@@ -23,7 +23,9 @@ What the source branch is fed, as the authors' code does it:
 * ``direct_inversion_pnp``: the inversion itself, aligned: the target starts from ``x_T`` and at step
   ``i`` the source row holds ``z_{N-i}`` (no reconstruction pass).
 
-Deviations: fp32 (or ``--dtype``) where the authors run the UNet in fp16; injection through a forward
+Checked against the authors' ``run_editing_pnp.py`` (adapted private copy on the toy backbone,
+``tests/golden/README.md``): final latents agree to 1.3e-4 for both variants. Deviations: no
+reconstruction pass for the Direct Inversion variant (the authors compute one and never use it); fp32 (or ``--dtype``) where the authors run the UNet in fp16; injection through a forward
 hook on the residual block's ``conv2`` (the authors' patched ``forward`` replaces the same tensor, after
 ``conv2`` and before the skip connection) and a diffusers attention processor with SDPA (theirs: explicit
 einsum attention); on UNets other than SD1.x the layers follow the rule above (toy/ShapesEdit: feature

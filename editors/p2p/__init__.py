@@ -1,6 +1,6 @@
 """Prompt-to-Prompt attention control (Hertz et al., "Prompt-to-Prompt Image Editing with Cross
 Attention Control", ICLR 2023), the one implementation every P2P-based editor here shares
-(ddim_p2p, nti_p2p, npi_p2p, icd).
+(ddim_p2p, nti_p2p, npi_p2p, direct_inversion_p2p, icd).
 
 It is installed through ``unet.set_attn_processor`` (never by patching module classes); layers it
 does not modify keep their processor (diffusers' fused-SDPA ``AttnProcessor2_0``). Nothing is tied to
