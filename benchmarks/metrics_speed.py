@@ -2,7 +2,13 @@
 (DINO ViT-B/8, SqueezeNet LPIPS at full size, open_clip ViT-L/14) with random weights, since real
 weights cannot be downloaded here. Prints seconds per sample for each metric and the suite.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/metrics_speed.py [--samples 4] [--skip-real]
+Then the metrics over sets (``--sets``, ``--sets-only``): seconds per 100 images for each, split into the
+per-image feature pass (what the harness caches, the sources once for all editors) and the statistic with
+its 200-resample bootstrap. The toy Inception-v3 and ResNet-50 are the real architectures at real size
+(random weights), so their times are the real models' on this CPU; the diversity scores run on 25 samples
+x 4 seeds = 100 images.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/metrics_speed.py [--samples 4] [--skip-real] [--sets]
 """
 from __future__ import annotations
 
@@ -89,6 +95,44 @@ def report(title: str, per: dict[str, float]) -> None:
     print(f"  {'suite total':42s} {sum(per.values()) * 1000:9.1f} ms/sample")
 
 
+def time_set_metrics(n: int = 100, seeds: int = 4) -> None:
+    """Seconds per ``n`` 512x512 images for every built-in set metric (features + statistic/bootstrap)."""
+    from metrics.registry import SEED_METRICS, SET_METRICS
+    from metrics.sets import SeedMetric, bootstrap
+    from pie_bench.run import set_scores
+
+    batch = make_batch(n)
+    edited = batch.edited.mul(255).round().to(torch.uint8)
+    reference = batch.source.mul(255).round().to(torch.uint8)
+    print(f"\nmetrics over sets, {n} edited 512x512 images (+ {n} references where the metric has one), toy weights "
+          "= real-size architectures")
+    print(f"  {'metric':26s} {'features s':>11s} {'statistic+CI s':>15s} {'total s/100 img':>16s}")
+    done_features: dict[str, float] = {}
+    for name in list(SET_METRICS) + list(SEED_METRICS):
+        if name.endswith("_target"):
+            continue  # the same cost as its _source twin
+        (m,) = build_metrics([name], "toy")
+        t0 = time.perf_counter()
+        if isinstance(m, SeedMetric):
+            per_sample = [m.pairwise(edited[i:i + seeds]) for i in range(0, n, seeds)]
+            feats = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            bootstrap(m, np.asarray(per_sample), None)
+        else:
+            key = m.feature_cache_key()
+            fe = np.concatenate([m.features(edited[i:i + set_scores.CHUNK]) for i in range(0, n, set_scores.CHUNK)])
+            fr = np.concatenate([m.features(reference[i:i + set_scores.CHUNK]) for i in range(0, n, set_scores.CHUNK)])
+            feats = (time.perf_counter() - t0) / 2  # per n images (edited and reference passes are alike)
+            shared = key in done_features
+            done_features.setdefault(key, feats)
+            t1 = time.perf_counter()
+            bootstrap(m, fe, fr if m.reference else None)
+        stat = time.perf_counter() - t1
+        scale = 100 / n
+        note = " (features shared with the metric above)" if not isinstance(m, SeedMetric) and shared else ""
+        print(f"  {name:26s} {feats * scale:11.2f} {stat * scale:15.2f} {(feats + stat) * scale:16.2f}{note}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--samples", type=int, default=4, help="samples per compute() call (batch across samples)")
@@ -96,7 +140,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--sets", action="store_true", help="also time the metrics over sets (100 images each)")
+    p.add_argument("--sets-only", action="store_true")
+    p.add_argument("--set-images", type=int, default=100)
     args = p.parse_args()
+    if args.sets_only:
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+        time_set_metrics(args.set_images)
+        return
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, 512x512 samples")
 
     t0 = time.perf_counter()
@@ -115,6 +166,8 @@ def main() -> None:
         real_per = time_suite(real, make_batch(args.real_samples), max(1, args.repeats - 1))
         report(f"real-size architectures (random weights), batch of {args.real_samples}", real_per)
         print(f"\nratio real-size / toy suite: {sum(real_per.values()) / sum(toy_per.values()):.0f}x")
+    if args.sets:
+        time_set_metrics(args.set_images)
 
 
 if __name__ == "__main__":

@@ -131,16 +131,28 @@ class LpipsDiversity(SeedMetric):
 # -- MS-SSIM ----------------------------------------------------------------------------------------
 
 
+def _separable(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """"valid" filtering of (..., H, W) by g along both axes as shifted sums: on a CPU core ~20x faster than
+    torch's 11x11 grouped conv or its 1-channel 1-D convs here (the same sums up to float reassociation)."""
+    k = g.numel()
+    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    rows = x[..., 0:h, :] * g[0]
+    for i in range(1, k):
+        rows.add_(x[..., i:i + h, :], alpha=float(g[i]))
+    out = rows[..., 0:w] * g[0]
+    for i in range(1, k):
+        out.add_(rows[..., i:i + w], alpha=float(g[i]))
+    return out
+
+
 def _ssim_and_cs(a: torch.Tensor, b: torch.Tensor, k1=0.01, k2=0.03, sigma=1.5, data_range=1.0):
     from metrics.ssim import gaussian_window
 
     g = gaussian_window(sigma, dtype=a.dtype).to(a.device)
     r = g.numel() // 2
-    c = a.shape[1]
     a = F.pad(a, (r, r, r, r), mode="reflect")
     b = F.pad(b, (r, r, r, r), mode="reflect")
-    kernel = (g[:, None] * g[None, :]).expand(c, 1, -1, -1).contiguous()
-    mu_a, mu_b, e_aa, e_bb, e_ab = F.conv2d(torch.cat([a, b, a * a, b * b, a * b]), kernel, groups=c).split(a.shape[0])
+    mu_a, mu_b, e_aa, e_bb, e_ab = _separable(torch.cat([a, b, a * a, b * b, a * b]), g).split(a.shape[0])
     var_a = (e_aa - mu_a ** 2).clamp(min=0)
     var_b = (e_bb - mu_b ** 2).clamp(min=0)
     cov = e_ab - mu_a * mu_b
@@ -152,6 +164,8 @@ def _ssim_and_cs(a: torch.Tensor, b: torch.Tensor, k1=0.01, k2=0.03, sigma=1.5, 
 
 def ms_ssim(a: torch.Tensor, b: torch.Tensor, betas=MS_SSIM_BETAS) -> torch.Tensor:
     """Per-pair MS-SSIM of (B, C, H, W) images in [0, 1] (torchmetrics' definition, module docstring)."""
+    if a.shape[0] > 1:  # one pair at a time: its maps stay in cache (the whole batch is memory-bound)
+        return torch.cat([ms_ssim(a[i:i + 1], b[i:i + 1], betas) for i in range(a.shape[0])])
     terms = []
     for level in range(len(betas)):
         sim, cs = _ssim_and_cs(a, b)

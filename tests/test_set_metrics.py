@@ -254,3 +254,12 @@ def test_lpips_diversity_is_the_mean_over_pairs():
     with torch.no_grad():
         want = np.mean([float(m.model(t[i:i + 1], t[j:j + 1])) for i, j in pairs])
     assert m.pairwise(x) == pytest.approx(want, rel=1e-5) and m.pairwise(x[[1, 1]]) == pytest.approx(0, abs=1e-6)
+
+
+def test_pr_gram_bootstrap_equals_resampling_the_sets():
+    rng = np.random.default_rng(9)
+    e, r = rng.random((7, 4, 4)), rng.random((7, 4, 4))
+    draws = np.sort(rng.integers(0, 7, (20, 7)), axis=1)
+    metric = sp.ResidualPowerDistance()
+    direct = [metric.statistic(e[idx], r[idx], idx) for idx in draws]
+    assert np.allclose(metric.resampled(e, r, draws), direct, rtol=1e-10)
