@@ -117,9 +117,9 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--backbone", default="auto", show_default=True,
               help="toy | shapes | sd14 | sd15 | <hub id or local dir>; auto: shapes for --data shapes, else toy.")
 @click.option("--metrics", "metric_names", default="protocol", show_default=True,
-              help="'protocol' (the PIE-Bench seven + CLIP source, the spectra set metrics; plus the ground-truth "
-                   "metrics when the data has target images), 'none', or comma-separated names and groups "
-                   "(protocol,inception adds FID/KID/IS; name:key=value;... for options).")
+              help="'protocol' (the PIE-Bench seven + CLIP source; plus the ground-truth metrics when the data has "
+                   "target images), 'none', or comma-separated names and groups: protocol,spectra adds PR/PSD, "
+                   "inception FID/KID/IS, sets both, similarity CLIP-I/DINO-I/DINOv2 (name:key=value;... for options).")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run stochastic editors K times per sample (seeds recorded) and score their diversity.")
 @click.option("--metrics-backbone", default="auto", show_default=True,

@@ -146,21 +146,33 @@ def toy_inception_file() -> Path:
         gen = torch.Generator().manual_seed(TOY_SEED)
         model.train()
         with torch.no_grad():
-            for _ in range(2):
-                noise = torch.rand(4, 3, 32, 32, generator=gen) * 255
-                batch = F.interpolate(noise, size=INPUT_SIZE, mode="bilinear").round().to(torch.uint8)
+            for _ in range(2):  # smooth noise, pixel noise and flat colours: toy features stay in range for all
+                smooth = F.interpolate(torch.rand(4, 3, 8, 8, generator=gen) * 255, size=INPUT_SIZE, mode="bilinear")
+                pixels = torch.rand(2, 3, INPUT_SIZE, INPUT_SIZE, generator=gen) * 255
+                flat = (torch.rand(2, 3, 1, 1, generator=gen) * 255).expand(-1, -1, INPUT_SIZE, INPUT_SIZE)
+                batch = torch.cat([smooth, pixels, flat]).round().to(torch.uint8)
                 model(batch)
             model.eval()
             # the pooled features share one large mean direction, which would give every image the same
-            # softmax (IS = 1): the toy classifier ignores it and reads the differences between images, at a
-            # logit spread of the features' own (unit rows), so a toy IS moves with the images
+            # softmax (IS = 1): the toy classifier ignores it and reads the differences between images (rows of
+            # norm 10: logits spread a few units), so a toy IS moves with the images
+            # pool3 at the real network's scale (mean ~0.4, not ~50): ReLU(s z) = s ReLU(z), so scaling the
+            # affine of the BNs that end Mixed_7c's branches scales pool3 exactly; KID's cubic kernel and FID's
+            # magnitude then land in the real weights' range
+            pool, _ = model(batch)
+            s = 0.4 / pool.mean().clamp(min=1e-12)
+            last = model.Mixed_7c
+            for conv in (last.branch1x1, last.branch3x3_2a, last.branch3x3_2b, last.branch3x3dbl_3a,
+                         last.branch3x3dbl_3b, last.branch_pool):
+                conv.bn.weight.mul_(s)
+                conv.bn.bias.mul_(s)
             pool, _ = model(batch)
             mean_dir = pool.mean(0) / pool.mean(0).norm().clamp(min=1e-12)
             model.fc.weight.sub_(torch.outer(model.fc.weight @ mean_dir, mean_dir))
-            model.fc.weight.div_(model.fc.weight.norm(dim=1, keepdim=True).clamp(min=1e-12))  # unit rows
+            model.fc.weight.div_(model.fc.weight.norm(dim=1, keepdim=True).clamp(min=1e-12) / 10)  # rows of norm 10
         torch.save(model.state_dict(), tmp / "inception-toy.pth")
 
-    return toy_folder("inception", {"seed": TOY_SEED, "format": 5}, write) / "inception-toy.pth"
+    return toy_folder("inception", {"seed": TOY_SEED, "format": 7}, write) / "inception-toy.pth"
 
 
 def real_inception_file() -> Path:

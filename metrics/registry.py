@@ -74,14 +74,13 @@ SEED_METRICS: dict[str, str] = {
 }
 BUILTIN_METRICS.update(SET_METRICS)
 BUILTIN_METRICS.update(SEED_METRICS)
-# What ``--metrics protocol`` adds over sets: the weight-free spectra (milliseconds per image). FID/KID/IS
-# (an Inception-v3 pass, ~0.2 s per image on a CPU core) are named explicitly or with ``sets``.
-DEFAULT_SET_METRICS = ["pr_source", "psd_source"]
-DEFAULT_TARGET_SET_METRICS = ["pr_target", "psd_target"]
-# ``--metrics`` group names: each expands to its list (ground-truth entries only where the data has targets)
+# ``--metrics`` group names, each expanding to its list (``*_target`` entries only where the data has targets).
+# All are opt-in (``--metrics protocol,spectra``): even the weight-free spectra cost ~30-50 ms per image on a
+# CPU core, ~20-30 s over the embedded run's 700 images; the Inception pass ~0.2 s per image
+# (benchmarks/metrics_speed.py --sets).
 METRIC_GROUPS = {"sets": list(SET_METRICS), "inception": ["fid_source", "fid_target", "kid_source", "kid_target",
                                                          "inception_score", "inception_score_source"],
-                 "spectra": DEFAULT_SET_METRICS + DEFAULT_TARGET_SET_METRICS + ["spectral_slope"],
+                 "spectra": ["pr_source", "psd_source", "pr_target", "psd_target", "spectral_slope"],
                  "diversity": list(SEED_METRICS), "similarity": SIMILARITY_METRICS}
 
 
@@ -104,16 +103,14 @@ def is_set_metric(metric) -> bool:
 
 def expand_metric_names(names: str, with_ground_truth: bool, seeds: int = 1) -> tuple[list[str], bool]:
     """``--metrics`` as a list of names, and whether it named only defaults (missing ones are then skipped
-    with a warning rather than an error). ``protocol`` = the PIE-Bench metrics, the ground-truth ones where
-    the data has targets, and the cheap set metrics; ``protocol,fid_source`` adds to it; group names
-    (``sets``, ``inception``, ``spectra``, ``diversity``) expand; ``--seeds K > 1`` adds the diversity scores."""
+    with a warning rather than an error). ``protocol`` = the PIE-Bench metrics and the ground-truth ones where
+    the data has targets; ``protocol,fid_source`` adds to it; group names (``sets``, ``inception``,
+    ``spectra``, ``diversity``, ``similarity``) expand; ``--seeds K > 1`` adds the diversity scores."""
     tokens = [] if names == "none" else [n.strip() for n in names.split(",") if n.strip()]
     out: list[str] = []
     for t in tokens:
         if t == "protocol":
-            out += PROTOCOL_METRICS + DEFAULT_SET_METRICS
-            if with_ground_truth:
-                out += GROUND_TRUTH_METRICS + DEFAULT_TARGET_SET_METRICS
+            out += PROTOCOL_METRICS + (GROUND_TRUTH_METRICS if with_ground_truth else [])
         elif t in METRIC_GROUPS:
             out += [n for n in METRIC_GROUPS[t] if with_ground_truth or not n.endswith("_target")]
         else:

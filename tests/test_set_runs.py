@@ -156,3 +156,20 @@ def test_editors_declared_deterministic_ignore_the_seed(name):
     ed.load("shapes")
     outs = [as_edit_output(ed.edit(ds.samples[0], torch.Generator().manual_seed(s)), "x", name).image for s in (1, 2)]
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_compare_flags_set_metric_changes_beyond_their_intervals(tmp_path):
+    from pie_bench.report.compare import compare_leaderboards
+
+    a = json.loads((REPO / "results" / "shapes.json").read_text())
+    a["set_metric_info"] = {"pr_source": {"higher_is_better": False}}
+    a["schema_version"] = 3
+    b = json.loads(json.dumps(a))
+    stats = {"value": 1.0, "ci_low": 0.9, "ci_high": 1.1, "n": 30, "reason": "", "note": "", "higher_is_better": False}
+    a["editors"]["identity"]["set_metrics"] = {"pr_source": stats}
+    b["editors"]["identity"]["set_metrics"] = {"pr_source": {**stats, "value": 1.05, "ci_low": 0.95, "ci_high": 1.15}}
+    b["editors"]["blank"]["set_metrics"] = {"pr_source": {**stats, "value": 2.0}}
+    a["editors"]["blank"]["set_metrics"] = {"pr_source": stats}
+    rows = {(r["editor"], r["metric"]): r for r in compare_leaderboards(a, b)["rows"]}
+    assert not rows[("identity", "pr_source")]["flagged"]  # within the intervals
+    assert rows[("blank", "pr_source")]["regression"]  # lower is better, and it doubled

@@ -27,10 +27,13 @@ def compare_leaderboards(a: Union[Leaderboard, dict], b: Union[Leaderboard, dict
             continue
         if ea.config_hash != eb.config_hash:
             notes.append(f"editor {editor}: configs differ")
-        for metric in sorted(set(ea.metrics) & set(eb.metrics), key=list(ea.metrics).index):
-            ma, mb = ea.metrics[metric], eb.metrics[metric]
-            va, vb = ma.value, mb.value
-            sa, sb = ma.error, mb.error
+        # set metrics compare like the others, their standard error read off the 95% bootstrap interval
+        pairs = [(m, ea.metrics[m], eb.metrics[m], ea.metrics[m].value, eb.metrics[m].value, ea.metrics[m].error,
+                  eb.metrics[m].error) for m in sorted(set(ea.metrics) & set(eb.metrics), key=list(ea.metrics).index)]
+        pairs += [(m, ea.set_metrics[m], eb.set_metrics[m], ea.set_metrics[m].mean, eb.set_metrics[m].mean,
+                   ea.set_metrics[m].error, eb.set_metrics[m].error)
+                  for m in sorted(set(ea.set_metrics) & set(eb.set_metrics), key=list(ea.set_metrics).index)]
+        for metric, ma, mb, va, vb, sa, sb in pairs:
             delta = vb - va if math.isfinite(va) and math.isfinite(vb) else float("nan")
             se = math.sqrt((sa if math.isfinite(sa) else 0) ** 2 + (sb if math.isfinite(sb) else 0) ** 2)
             if math.isfinite(delta):

@@ -61,6 +61,11 @@ class SetMetricStats:
     def mean(self) -> float:  # read like MetricStats by the report's view
         return decode_float(self.value)
 
+    @property
+    def error(self) -> float:
+        """A standard error read off the 95% interval (its width / 3.92), for ``compare``'s z rule."""
+        return (decode_float(self.ci_high) - decode_float(self.ci_low)) / 3.92
+
 
 @dataclass
 class LatencyStats:
