@@ -7,10 +7,17 @@
   of scipy's 2048 x 2048 ``sqrtm``, so the bootstrap interval costs milliseconds (written here for that
   reason; the parity test checks it against torch-fidelity's sqrtm). FID is biased upward at small n
   (Chong & Forsyth 2020; clean-fid): below ~2000 images compare FIDs only at equal n, and prefer KID.
-- **KID** (Binkowski et al. 2018): the unbiased MMD^2 with the cubic polynomial kernel
-  ``k(x, y) = (x.y / d + 1)^3`` over all n images (torch-fidelity averages it over 100 random subsets of
-  1000; on n <= 1000 with subset size n its subsets are permutations of the set and give this value
-  exactly). In a bootstrap resample, within-set pairs of one sample with its own copy are left out.
+- **KID** (Binkowski et al. 2018): MMD^2 with the cubic polynomial kernel ``k(x, y) = (x.y / d + 1)^3``.
+  Default ``estimator="paired"``: the U-statistic over sample pairs (Gretton et al. 2012's MMD^2_u,
+  ``sum_{i != j} k(e_i, e_j) + k(r_i, r_j) - k(e_i, r_j) - k(e_j, r_i)`` over n(n - 1)): unbiased whatever the
+  dependence between an edit and its own reference, and exactly 0 for the unchanged source. KID's usual
+  estimator (``estimator="unpaired"``, torch-fidelity's) also averages the cross terms k(e_i, r_i) of a sample
+  with its own reference; that is unbiased only for independent sets, and on an editing benchmark, where every
+  edit is paired with its source, it is pulled down by about 2/(n - 1) (E k(x, x) - E k(x, y)): the identity
+  editor then scores below zero by as much as real differences between editors at n = 100. ``unpaired`` over all
+  n equals torch-fidelity's (which averages 100 random subsets of 1000; on n <= 1000 with subset size n its
+  subsets are permutations of the set) - the parity test. In a bootstrap resample, pairs of a sample with
+  its own copy are left out of every sum that excludes i = j.
 - **IS** (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` of the edited set alone, softmax of the
   1008 unbiased logits, one split (torch-fidelity's ``isc_splits=1``; the interval comes from the bootstrap
   instead of the 10-split standard deviation). Against the source set read the difference: the harness
@@ -43,9 +50,9 @@ def frechet_distance(f_e: np.ndarray, f_r: np.ndarray) -> float:
     return float(((mu_e - mu_r) ** 2).sum() + tr_e + tr_r - 2 * cross)
 
 
-def kernel_mmd2(f_e: np.ndarray, f_r: np.ndarray, ids: Optional[np.ndarray] = None) -> float:
+def kernel_mmd2(f_e: np.ndarray, f_r: np.ndarray, ids: Optional[np.ndarray] = None, paired: bool = False) -> float:
     """Unbiased MMD^2, cubic polynomial kernel; pairs (i, j) with ids[i] == ids[j] are left out of the
-    within-set sums (i == j always is)."""
+    within-set sums (i == j always is), and with ``paired`` out of the cross sum too (module docstring)."""
     f_e, f_r = np.asarray(f_e, np.float64), np.asarray(f_r, np.float64)
     d = f_e.shape[1]
     n = f_e.shape[0]
@@ -60,7 +67,8 @@ def kernel_mmd2(f_e: np.ndarray, f_r: np.ndarray, ids: Optional[np.ndarray] = No
     if pairs == 0:
         return float("nan")
     within = (k_ee[distinct].sum() + k_rr[distinct].sum()) / pairs
-    return float(within - 2 * k_er.mean())
+    cross = k_er[distinct].sum() / pairs if paired else k_er.mean()
+    return float(within - 2 * cross)
 
 
 def inception_score(logits: np.ndarray) -> float:
@@ -111,9 +119,21 @@ class KID(_InceptionSetMetric):
     label = "KID x10^3"
     scale = 1e3
     min_n = 4
+    ESTIMATORS = ("paired", "unpaired")
+
+    def __init__(self, estimator: str = "paired") -> None:
+        super().__init__()
+        if estimator not in self.ESTIMATORS:
+            from pie_bench.core.errors import ConfigError
+
+            raise ConfigError(f"{self.name}: estimator={estimator!r} is not one of {', '.join(self.ESTIMATORS)}")
+        self.estimator = estimator
 
     def statistic(self, edited, reference, ids) -> float:
-        return kernel_mmd2(edited[:, :POOL], reference[:, :POOL], ids)
+        return kernel_mmd2(edited[:, :POOL], reference[:, :POOL], ids, paired=self.estimator == "paired")
+
+    def describe(self) -> dict:
+        return {**super().describe(), "estimator": self.estimator}
 
 
 class InceptionScore(_InceptionSetMetric):

@@ -101,6 +101,15 @@ def test_kid_excludes_a_resampled_row_paired_with_its_own_copy():
     want = (k(xi, xi)[keep].sum() + k(yi, yi)[keep].sum()) / keep.sum() - 2 * k(xi, yi).mean()
     assert dup == pytest.approx(want, rel=1e-12)
     assert math.isnan(fidm.kernel_mmd2(x[[0, 0]], y[[0, 0]], np.array([0, 0])))
+    # paired: the cross sum also skips a sample against its own reference; 0 for an unchanged set
+    cross = k(xi, yi)[keep].sum() / keep.sum()
+    want_paired = (k(xi, xi)[keep].sum() + k(yi, yi)[keep].sum()) / keep.sum() - 2 * cross
+    assert fidm.kernel_mmd2(x[idx], y[idx], idx, paired=True) == pytest.approx(want_paired, rel=1e-12)
+    assert fidm.kernel_mmd2(x, x, paired=True) == pytest.approx(0, abs=1e-9)
+    assert fidm.kernel_mmd2(x, x) < 0  # the unpaired estimator on identical sets: -2/(n-1)(E k(x,x) - E k(x,y))
+    n = len(x)
+    kxx = k(x, x)
+    assert fidm.kernel_mmd2(x, x) == pytest.approx(-2 / (n - 1) * (np.diag(kxx).mean() - kxx.mean()), rel=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +154,8 @@ def test_fid_kid_is_match_torch_fidelity_on_identical_toy_weights(toy_inception)
     fa = torch.cat([pa, la], 1).numpy()
     fb = torch.cat([pb, _], 1).numpy()
     ids = np.arange(n)
-    ours = {"fid": fidm.FIDSource().statistic(fa, fb, ids), "kid": fidm.KIDSource().statistic(fa, fb, ids),
+    ours = {"fid": fidm.FIDSource().statistic(fa, fb, ids),
+            "kid": fidm.KIDSource(estimator="unpaired").statistic(fa, fb, ids),
             "isc": fidm.ISEdited().statistic(fa, None, ids)}
     assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-3)
     assert ours["kid"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-3)
