@@ -38,9 +38,18 @@ def export_sd_folder(folder: Path, unet, vae, text, tok) -> None:
     folder.mkdir(parents=True)
     for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text)):
         copy.deepcopy(m).to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
+        strip_source_path(folder / name / "config.json")
     write_tokenizer(folder / "tokenizer")  # vocab.json + merges.txt (what CLIPTokenizer reads) and tokenizer.json
     DDIMScheduler(**DDIM_KWARGS).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+
+
+def strip_source_path(config: Path) -> None:
+    """A model loaded with from_pretrained saves the folder it came from (``_name_or_path``): a path of the
+    training machine, not part of the model."""
+    data = json.loads(config.read_text())
+    if data.pop("_name_or_path", None) is not None:
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def export_clip(folder: Path, model) -> None:

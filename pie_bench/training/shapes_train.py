@@ -3,6 +3,11 @@ text-to-image UNet with its CLIP text encoder (Stable Diffusion layout) and an I
 
     python -m pie_bench.training.shapes_train --workdir .cache/shapes_train --out pie_bench/models/shapes
 
+On top of exported models (``--init-from``; every other model is copied byte-identical into ``--out``):
+
+    --stages ip2p_continue          # continue the InstructPix2Pix UNet, (1 + SNR) / SNR-weighted
+    --stages icd_teacher,icd_lora   # iCD: guidance distillation, then forward/reverse consistency LoRAs
+
 Every stage is seeded per step (the batch of step i depends only on the seed and i) and checkpoints
 to ``--workdir`` every ``--ckpt-every`` steps, so an interrupted run resumes where it stopped and
 produces the same weights. ``export`` writes fp16 safetensors in the diffusers / open_clip layouts,
