@@ -112,16 +112,25 @@ class LEditsPPEditor(Editor):
         cfg, res = self.config, self.backbone.resolution
         image = Image.fromarray(sample.image).resize((res, res), Image.LANCZOS)
         concepts, reverse = edit_concepts(sample)
-        pipe.invert(image=image, source_prompt=sample.source_prompt if cfg.inversion_prompt == "source" else "",
-                    source_guidance_scale=cfg.source_guidance_scale, num_inversion_steps=cfg.num_inversion_steps,
-                    skip=cfg.skip, generator=generator, height=res, width=res)
-        n = len(concepts)
-        out = pipe(editing_prompt=concepts, reverse_editing_direction=reverse,
-                   edit_guidance_scale=[cfg.edit_guidance_scale] * n, edit_threshold=[cfg.edit_threshold] * n,
-                   edit_warmup_steps=[cfg.edit_warmup_steps] * n,
-                   use_intersect_mask=cfg.use_intersect_mask and self.attention_mask_ok,
-                   use_cross_attn_mask=cfg.use_cross_attn_mask and self.attention_mask_ok, generator=generator,
-                   output_type="latent")
+        # the pipeline's invert() installs diffusers' explicit-probability AttnProcessor on every layer and
+        # leaves it there, on the UNet every editor of the process shares: the processors are put back
+        # after invert() (the edit then runs SDPA where the pipeline installs nothing of its own; the same
+        # maths) and after the edit
+        saved = dict(pipe.unet.attn_processors)
+        try:
+            pipe.invert(image=image, source_prompt=sample.source_prompt if cfg.inversion_prompt == "source" else "",
+                        source_guidance_scale=cfg.source_guidance_scale, num_inversion_steps=cfg.num_inversion_steps,
+                        skip=cfg.skip, generator=generator, height=res, width=res)
+            pipe.unet.set_attn_processor(dict(saved))  # (set_attn_processor empties the dict it is given)
+            n = len(concepts)
+            out = pipe(editing_prompt=concepts, reverse_editing_direction=reverse,
+                       edit_guidance_scale=[cfg.edit_guidance_scale] * n, edit_threshold=[cfg.edit_threshold] * n,
+                       edit_warmup_steps=[cfg.edit_warmup_steps] * n,
+                       use_intersect_mask=cfg.use_intersect_mask and self.attention_mask_ok,
+                       use_cross_attn_mask=cfg.use_cross_attn_mask and self.attention_mask_ok, generator=generator,
+                       output_type="latent")
+        finally:
+            pipe.unet.set_attn_processor(dict(saved))  # (set_attn_processor empties the dict it is given)
         return out.images, concepts, reverse
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:

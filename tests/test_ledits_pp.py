@@ -85,3 +85,12 @@ def test_the_edit_comes_from_the_concepts(editor, smoke):
     e1 = editor.edit(sample, torch.Generator().manual_seed(0)).extras["final_latent"]
     e2 = editor.edit(swapped, torch.Generator().manual_seed(0)).extras["final_latent"]
     assert np.abs(e1 - a).max() > 1e-2 and np.abs(e1 - e2).max() > 1e-2
+
+
+def test_the_shared_unet_keeps_its_processors(editor, smoke):
+    """The pipeline's invert() installs explicit attention on every layer and keeps it; the editor puts the
+    backbone's processors back (every other editor of the process runs this UNet)."""
+    before = {k: type(v) for k, v in editor.backbone.unet.attn_processors.items()}
+    editor.edit(smoke.samples[0], torch.Generator().manual_seed(0))
+    assert {k: type(v) for k, v in editor.backbone.unet.attn_processors.items()} == before
+
