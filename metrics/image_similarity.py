@@ -117,7 +117,8 @@ class ClipImageSource(_Similarity):
 
         check_backbone(backbone, self.name)
         super().load(backbone, device)
-        self.scorer = shared_model(("clip", backbone, str(self.device)), lambda: load_clip_scorer(backbone, self.device))
+        self.scorer = shared_model(("clip", backbone, str(self.device)),
+                                   lambda: load_clip_scorer(backbone, self.device))
 
     def embed(self, images_u8):
         return self.scorer.image_features(images_u8)

@@ -205,7 +205,8 @@ def inception_model(backbone: str, device) -> tuple[FidInceptionV3, bool]:
 
 
 @torch.no_grad()
-def inception_features(model: FidInceptionV3, images_u8: torch.Tensor, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def inception_features(model: FidInceptionV3, images_u8: torch.Tensor,
+                       chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
     pools, logits = [], []
     for i in range(0, images_u8.shape[0], chunk):

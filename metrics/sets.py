@@ -19,7 +19,6 @@ outputs)`` instead, and the set value is the mean over samples.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 

@@ -155,7 +155,8 @@ class ResidualPowerDistance(SetMetric):
         return np.sqrt(np.maximum(np.einsum("ri,ij,rj->r", counts, gram, counts), 0)) / n
 
     def describe(self) -> dict:
-        return {**super().describe(), "filter": f"gaussian sigma={SIGMA}px wrap", "spectrum": f"{SPECTRUM_SIDE}^2 blocks"}
+        return {**super().describe(), "filter": f"gaussian sigma={SIGMA}px wrap",
+                "spectrum": f"{SPECTRUM_SIDE}^2 blocks"}
 
 
 class ResidualPowerDistanceTarget(ResidualPowerDistance):

@@ -102,7 +102,8 @@ def print_set_metrics(view: BoardView, console: Console, per_category: bool = Fa
             parts: list[list[Metric]] = [[]]
             for m in metrics:
                 trial = parts[-1] + [m]
-                if parts[-1] and natural_width(console, build_set_table(view, trial, False, title, category)) > console.width:
+                wide = natural_width(console, build_set_table(view, trial, False, title, category))
+                if parts[-1] and wide > console.width:
                     parts.append([m])
                 else:
                     parts[-1] = trial

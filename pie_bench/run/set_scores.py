@@ -55,7 +55,7 @@ class SetScorer:
     # -- images and features ------------------------------------------------------------------------
     def edited_path(self, rec: SampleRecord) -> Path:
         path = self.folder.image_path(rec.editor, rec.sample_id, getattr(rec, "seed_index", 0))
-        if not path.is_file() and rec.image and Path(rec.image).is_absolute():  # `score`: images made elsewhere
+        if not path.is_file() and rec.image and Path(rec.image).is_file():  # `score`: images made elsewhere
             return Path(rec.image)
         return path
 
