@@ -98,6 +98,13 @@ def test_seeds_run_stochastic_editors_k_times_resumably_and_score_diversity(tmp_
     assert ident["set_metrics"]["diversity_resnet50"]["value"] == 0
     assert ident["set_metrics"]["diversity_ms_ssim"]["value"] == 1
     assert "deterministic" in ident["set_metrics"]["diversity_lpips"]["note"]
+    # the report's gallery shows the first seed, one row per sample
+    from pie_bench.report.gallery import run_records
+    from pie_bench.report.model import board_view, load_board
+    from pie_bench.run.run_folder import RunFolder
+
+    shown = run_records(RunFolder(out), board_view(load_board(out / "leaderboard.json")))
+    assert len(shown) == 6 and {r.seed_index for r in shown} == {0}
     # the same command again redoes nothing; one more seed adds exactly that seed's records
     _bench(*base, "--seeds", "3")
     assert len(read_records([out / "samples.jsonl"])) == 12

@@ -62,10 +62,12 @@ def load_source_samples(dataset: DatasetView) -> tuple[Optional[dict], str]:
 
 
 def run_records(folder: RunFolder, view: BoardView) -> list[SampleRecord]:
-    """The records the leaderboard was built from (same editor config and dataset)."""
+    """The records the leaderboard's per-sample means were built from (same editor config and dataset, the
+    first seed of a ``--seeds`` run)."""
     sha = view.dataset.annotations_sha256
     hashes = {n: e.config_hash for n, e in view.editors.items()}
-    return [r for r in folder.records() if hashes.get(r.editor) == r.config_hash and r.dataset_sha256 == sha]
+    return [r for r in folder.records()
+            if hashes.get(r.editor) == r.config_hash and r.dataset_sha256 == sha and r.seed_index == 0]
 
 
 @dataclass
