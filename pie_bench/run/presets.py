@@ -23,6 +23,10 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
     "ledits_pp": {"num_inversion_steps": "10"},
     "ip2p": {"num_inference_steps": "10"},
     "pix2pix_zero": {"num_inference_steps": "10"},
+    # iCD keeps its 4 + 4 steps; the ShapesEdit adapters were distilled for w in (0, 2.5, 4.5, 6.5), and the
+    # target row runs the largest, as iCD's w = 19 is the largest of its (0, 7, 11, 15, 19); 6.5 in the
+    # editor's convention is the CFG 7.5 every other ShapesEdit editor uses
+    "icd": {"guidance_scale": "6.5"},
 }
 # editors that batch (the P2P editors, ip2p, pix2pix_zero) edit this many samples per call: on a CPU a tiny
 # UNet at batch 10 costs far less than ten calls at batch 1; outputs equal unbatched ones up to float
