@@ -119,6 +119,18 @@ def test_seeds_run_stochastic_editors_k_times_resumably_and_score_diversity(tmp_
     one = json.loads((single / "leaderboard.json").read_text())["editors"]["ip2p"]
     assert one["metrics"] == board["editors"]["ip2p"]["metrics"]
     assert one["set_metrics"]["pr_source"] == board["editors"]["ip2p"]["set_metrics"]["pr_source"]
+    # a further seed that failed is counted (exit 1, a footnote) and left out of that sample's diversity
+    shard = out / "samples.jsonl"
+    lines = shard.read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if '"seed_index": 3' in ln and '"ip2p"' in ln)
+    rec = json.loads(lines[at])
+    lines[at] = json.dumps({**rec, "status": "failed", "error": "boom", "metrics": {}, "image": None})
+    shard.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli_module.cli, ["bench", "--no-progress", "--no-report", *base, "--seeds", "4"],
+                                catch_exceptions=False)
+    assert result.exit_code == 1 and "failed runs of further seeds" in result.output
+    ip = json.loads((out / "leaderboard.json").read_text())["editors"]["ip2p"]
+    assert ip["n_failed_seeds"] == 1 and ip["n_failed"] == 0 and ip["set_metrics"]["diversity_lpips"]["n"] == 3
 
 
 def test_old_leaderboards_without_set_metrics_load_and_print():

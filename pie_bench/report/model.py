@@ -114,6 +114,7 @@ class EditorView:
     bound: str = ""  # what the baseline bounds; "" for a method
     stochastic: bool = False
     seeds: int = 1
+    n_failed_seeds: int = 0  # failed runs of the further seeds (bench --seeds)
 
     @property
     def n_unlisted(self) -> int:
@@ -231,7 +232,7 @@ def _editor(name: str, ed: EditorSummary) -> EditorView:
         failures=[Problem(f.get("sample_id"), f.get("error")) for f in ed.failures],
         skipped=[Problem(s.get("sample_id"), s.get("reason")) for s in ed.skipped],
         config=ed.config, config_hash=ed.config_hash, backbone=ed.backbone, paper=ed.paper, bound=ed.bound,
-        stochastic=ed.stochastic, seeds=ed.seeds)
+        stochastic=ed.stochastic, seeds=ed.seeds, n_failed_seeds=ed.n_failed_seeds)
 
 
 def dataset_view(ds: Optional[dict]) -> DatasetView:

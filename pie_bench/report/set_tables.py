@@ -71,6 +71,10 @@ def set_footnotes(view: BoardView, category: Optional[str] = None) -> list[str]:
                     notes.append(f"{m.display}: {stat.note}")
     for reason, where in reasons.items():
         notes.append(f"n/a: {reason}: {', '.join(where[:4])}{' ...' if len(where) > 4 else ''}")
+    failed = [f"{e.name} ({e.n_failed_seeds})" for e in view.editors.values() if e.n_failed_seeds]
+    if failed:
+        notes.append("failed runs of further seeds, left out of the diversity scores (see samples*.jsonl): "
+                     + ", ".join(failed))
     toy = [m.display for m in view.set_metrics.values() if m.toy]
     if toy:
         notes.append(f"{TOY_MARK} toy (random) weights, a pipeline check only: {', '.join(toy)}")

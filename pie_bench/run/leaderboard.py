@@ -119,6 +119,7 @@ class EditorSummary:
     set_metrics: dict[str, SetMetricStats] = field(default_factory=dict)
     stochastic: bool = False  # the editor declares that its output depends on the seed
     seeds: int = 1  # outputs per sample (bench --seeds K; 1 for deterministic editors)
+    n_failed_seeds: int = 0  # failed (sample, seed) runs beyond the first seed (not in n_failed, which counts samples)
 
 
 @dataclass
@@ -275,7 +276,8 @@ def build_leaderboard(folder: RunFolder, dataset_info: dict, metric_info: dict, 
         # the per-sample means read the first seed only: a --seeds run stays comparable with one without
         first = [r for r in recs if r.seed_index == 0]
         editors[name] = {**info, **summarise_editor(first, metric_info),
-                         "seeds": max([r.seed_index + 1 for r in recs if r.status == "ok"] or [1])}
+                         "seeds": max([r.seed_index + 1 for r in recs if r.status == "ok"] or [1]),
+                         "n_failed_seeds": sum(r.status == "failed" for r in recs if r.seed_index > 0)}
         sets = extra.get("set_scores", {}).get(name)
         if sets:
             editors[name]["set_metrics"] = sets["overall"]

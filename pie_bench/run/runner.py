@@ -372,4 +372,4 @@ def write_leaderboard(folder: RunFolder, dataset: Dataset, opts: BenchOptions, m
 
 
 def any_failed(board: Union[Leaderboard, dict]) -> bool:
-    return any(e.n_failed or e.load_error for e in as_leaderboard(board).editors.values())
+    return any(e.n_failed or e.n_failed_seeds or e.load_error for e in as_leaderboard(board).editors.values())
