@@ -94,3 +94,12 @@ def test_the_shared_unet_keeps_its_processors(editor, smoke):
     editor.edit(smoke.samples[0], torch.Generator().manual_seed(0))
     assert {k: type(v) for k, v in editor.backbone.unet.attn_processors.items()} == before
 
+
+def test_left_out_of_all_on_shapes_but_runs_when_named():
+    from editors.registry import resolve_editor_names
+
+    names, unavailable = resolve_editor_names("all", backbone="shapes")
+    assert "ledits_pp" not in names and "latent/4" in unavailable["ledits_pp"]
+    assert resolve_editor_names("ledits_pp", backbone="shapes")[0] == ["ledits_pp"]
+    assert "ledits_pp" in resolve_editor_names("all", backbone="toy")[0]
+
