@@ -21,7 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pie_bench", "editors", "metrics")
 # what pyproject.toml's package-data promises (relative to the repo), with the files that must be there
-DATA_DIRS = ("pie_bench/models/shapes", "pie_bench/report/templates", "pie_bench/report/static")
+DATA_DIRS = ("pie_bench/models/shapes", "pie_bench/report/templates", "pie_bench/report/static",
+             "pie_bench/report/reference_tables")
 DATA_FILES = ("pie_bench/datasets/smoke/mapping_file.json", "pie_bench/datasets/shapes/README.md")
 
 
