@@ -119,14 +119,18 @@ class PnPEditor(Editor):
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     direct_inversion = False
 
+    def bind_backbone(self, backbone: str) -> None:
+        # PIE-Bench's PnP rows run SD v1.5 (the table footnote): the sd14 alias means sd15 here, and the
+        # run records what ran
+        super().bind_backbone("sd15" if backbone == "sd14" else backbone)
+
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         from editors.backbone import load_backbone
 
         super().load(backbone, device, dtype)
         if self.config.num_ddim_steps < 1:
             raise ConfigError(f"--editor-arg {self.name}.num_ddim_steps must be >= 1")
-        # PIE-Bench's PnP rows run SD v1.5 (the table footnote), whatever SD 1.x alias was asked for
-        self.backbone = load_backbone("sd15" if backbone == "sd14" else backbone, device, dtype)
+        self.backbone = load_backbone(self.backbone_id, device, dtype)
         self.resnet, self.attn_layers = injection_points(self.backbone.unet)
 
     def source_latents(self, traj, c_src, sched, counter) -> list[torch.Tensor]:

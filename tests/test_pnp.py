@@ -127,3 +127,14 @@ def test_shares_the_p2p_inversion(editors, smoke):
     p2p.edit(s, torch.Generator())
     out = editors["direct_inversion_pnp"].edit(s, torch.Generator())
     assert out.extras["inversion_cached"] is True and out.extras["unet_evals"] == 3 * STEPS
+
+
+def test_sd14_means_sd15_and_is_recorded():
+    from editors.registry import get_editor_class
+
+    ed = get_editor_class("pnp")()
+    ed.bind_backbone("sd14")
+    assert ed.backbone_id == "sd15"
+    ed.bind_backbone("toy")
+    assert ed.backbone_id == "toy" and ed.is_toy
+
