@@ -75,9 +75,9 @@ SEED_METRICS: dict[str, str] = {
 BUILTIN_METRICS.update(SET_METRICS)
 BUILTIN_METRICS.update(SEED_METRICS)
 # ``--metrics`` group names, each expanding to its list (``*_target`` entries only where the data has targets).
-# All are opt-in (``--metrics protocol,spectra``): even the weight-free spectra cost ~30-50 ms per image on a
-# CPU core, ~20-30 s over the embedded run's 700 images; the Inception pass ~0.2 s per image
-# (benchmarks/metrics_speed.py --sets).
+# All are opt-in (``--metrics protocol,spectra``): even the weight-free spectra cost ~27 ms per image on a CPU
+# core, ~45 s over the embedded run's 1600 images (14 editors x 100, sources, targets); the Inception pass
+# ~0.26 s per image (benchmarks/metrics_speed.py --sets).
 METRIC_GROUPS = {"sets": list(SET_METRICS), "inception": ["fid_source", "fid_target", "kid_source", "kid_target",
                                                          "inception_score", "inception_score_source"],
                  "spectra": ["pr_source", "psd_source", "pr_target", "psd_target", "spectral_slope"],
