@@ -3,7 +3,7 @@
 ShapesEdit (generated scenes with exact ground-truth edits) on the ShapesEdit models trained in this
 repo, scored with the PIE-Bench protocol metrics plus the ground-truth ones. The sampling/inversion
 editors run 10 steps instead of PIE-Bench's 50 (null-text inversion 3 inner steps instead of 10) so
-that all editors finish in about two minutes on 2 CPU cores; every other setting is PIE-Bench's.
+that every editor runs on 100 samples in about ten minutes on 2 CPU cores; every other setting is PIE-Bench's.
 Pass ``--data`` (and ``--backbone``) to run at the full PIE-Bench settings.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
 # reassociation
 EMBEDDED_BATCH_SIZE = 10
 EMBEDDED_NOTE = ("embedded default: ShapesEdit on the ShapesEdit models trained in this repo, 10 sampling "
-                 "steps (PIE-Bench: 50) and null-text inner steps 3 (PIE-Bench: 10) to fit ~2 min on 2 CPU "
-                 "cores; pass --data/--backbone for the PIE-Bench settings")
+                 "steps (PIE-Bench: 50) and null-text inner steps 3 (PIE-Bench: 10), ~10 min for every editor on 2 "
+                 "CPU cores (--limit 20 for a quick look); pass --data/--backbone for the PIE-Bench settings")
 
 
 def default_backbone(data: str) -> str:
