@@ -121,6 +121,22 @@ class Editor:
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def inversion_batch_outputs(images, latents, counter, inversion_s: float, cached: int, **extra) -> list:
+    """One ``EditOutput`` per row of a batched inversion edit: the call's UNet counts and inversion time shared
+    out per sample, the row's final latent, ``extra`` as given; a batch of one reports whole counts."""
+    b = len(images)
+    outs = []
+    for j in range(b):
+        ex = {"unet_calls": counter.calls, "unet_evals": counter.evals / b, "inversion_s": inversion_s,
+              "inversion_cached": cached / b, **extra, "final_latent": latents[j:j + 1].detach().float().cpu().numpy()}
+        if b == 1:
+            ex["unet_evals"], ex["inversion_cached"] = int(ex["unet_evals"]), bool(cached)
+        else:
+            ex["batch_size"] = b
+        outs.append(EditOutput(image=np.ascontiguousarray(images[j]), extras=ex))
+    return outs
+
+
 def config_to_dict(config) -> dict:
     out = {}
     for f in dataclasses.fields(config):

@@ -39,12 +39,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from editors.attention import HeadAttnProcessor, swapped_processors
-from editors.base import EditOutput, Editor, EditorConfig
+from editors.base import EditOutput, Editor, EditorConfig, inversion_batch_outputs
 from editors.inversion import DDIMSchedule, UNetCounter, invert_shared, unet_eps
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
@@ -152,17 +151,8 @@ class MasaCtrlEditor(Editor):
                 src = traj[n - 1 - i] if self.direct_inversion else sched.step(src, e_src, t)
                 tgt = sched.step(tgt, e_tgt, t)
         images = bb.decode(tgt)
-        outs = []
-        for j in range(b):
-            ex = {"unet_calls": counter.calls, "unet_evals": counter.evals / b, "inversion_s": inversion_s,
-                  "inversion_cached": cached / b, "masactrl_layers": len(self.controlled),
-                  "final_latent": tgt[j:j + 1].detach().float().cpu().numpy()}
-            if b == 1:
-                ex["unet_evals"], ex["inversion_cached"] = int(ex["unet_evals"]), bool(cached)
-            else:
-                ex["batch_size"] = b
-            outs.append(EditOutput(image=np.ascontiguousarray(images[j]), extras=ex))
-        return outs
+        return inversion_batch_outputs(images, tgt, counter, inversion_s, cached,
+                                       masactrl_layers=len(self.controlled))
 
 
 class DirectInversionMasaCtrlEditor(MasaCtrlEditor):

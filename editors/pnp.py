@@ -38,12 +38,11 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from editors.attention import HeadAttnProcessor, swapped_processors
-from editors.base import EditOutput, Editor, EditorConfig
+from editors.base import EditOutput, Editor, EditorConfig, inversion_batch_outputs
 from editors.inversion import DDIMSchedule, UNetCounter, invert_shared, unet_eps
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
@@ -169,16 +168,7 @@ class PnPEditor(Editor):
                 e_u, e_c = eps[b:2 * b], eps[2 * b:]
                 x = sched.step(x, e_u + g * (e_c - e_u), t)
         images = bb.decode(x)
-        outs = []
-        for j in range(b):
-            ex = {"unet_calls": counter.calls, "unet_evals": counter.evals / b, "inversion_s": inversion_s,
-                  "inversion_cached": cached / b, "final_latent": x[j:j + 1].detach().float().cpu().numpy()}
-            if b == 1:
-                ex["unet_evals"], ex["inversion_cached"] = int(ex["unet_evals"]), bool(cached)
-            else:
-                ex["batch_size"] = b
-            outs.append(EditOutput(image=np.ascontiguousarray(images[j]), extras=ex))
-        return outs
+        return inversion_batch_outputs(images, x, counter, inversion_s, cached)
 
 
 class DirectInversionPnPEditor(PnPEditor):
