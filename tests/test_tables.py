@@ -91,11 +91,16 @@ def test_compact_columns_labels_and_se_on_shapes():
     # n once per row, ± in the narrow form, the editor's own mean on its line
     ddim = data_rows(lines, "ddim_p2p")[0]
     assert not any("(n=" in r for name in board.editors for r in data_rows(lines, name))
-    assert re.search(r"\b30\s+85\.00±\d", ddim), ddim
-    assert any(ln.startswith("PSNR, LPIPS: over the samples where defined (n=23") for ln in lines)
+    assert re.search(r"\b100\s+80\.00±\d", ddim), ddim
+    assert any(ln.startswith("PSNR, LPIPS: over the samples where defined (n=78") for ln in lines)
     # at 80 columns the standard errors give way before any key column does
     narrow = render(board, 80, per_category=False)
-    assert "±" not in "\n".join(data_rows(narrow, "ddim_p2p")) and "more key column" not in "\n".join(narrow)
+    # (the 25-character direct_inversion_masactrl then leaves room for four of the five: the last one goes)
+    assert "±" not in "\n".join(data_rows(narrow, "ddim_p2p"))
+    assert all(len(ln) <= 80 for ln in narrow) and "Attr acc" in "\n".join(narrow)
+    head = "\n".join(narrow[:6])
+    assert "GT PSNR" in head and "CLIP Edited" not in head  # dropped from the table, named in the footnote
+    assert any("CLIP Edited" in ln and "--wide" in ln for ln in narrow)
 
 
 def test_toy_headline_only_when_the_editors_are_toy():
