@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from editors.base import EditOutput, Editor, EditorConfig
-from editors.inversion import (INVERSION_CACHE, DDIMSchedule, Embeddings, UNetCounter, ddim_invert, unet_eps)
+from editors.inversion import DDIMSchedule, Embeddings, UNetCounter, invert_shared, unet_eps
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
@@ -164,20 +164,10 @@ class InversionP2PEditor(Editor):
                extras: dict) -> list[torch.Tensor]:
         """DDIM trajectories of the samples, batched (shared between the P2P editors of this process:
         samples another editor inverted come from the cache, the rest are inverted together)."""
-        bb = self.backbone
-        keys = [INVERSION_CACHE.key(bb.model_id, bb.dtype, bb.device, sched.num_steps, s.id, s.source_prompt,
-                                    s.image) for s in samples]
-        trajs = [INVERSION_CACHE.get(k, bb.device) if self.config.share_inversion else None for k in keys]
-        extras["inversion_cached"] = sum(t is not None for t in trajs)
-        todo = [j for j, t in enumerate(trajs) if t is None]
-        if todo:
-            z0 = torch.cat([bb.encode_image(samples[j].image).float() for j in todo])
-            fresh = ddim_invert(bb.unet, z0, cond_src[todo], sched, counter)
-            for r, j in enumerate(todo):
-                trajs[j] = [z[r:r + 1] for z in fresh]
-                if self.config.share_inversion:
-                    INVERSION_CACHE.put(keys[j], trajs[j])
-        return [torch.cat(zs) for zs in zip(*trajs)]
+        trajectory, extras["inversion_cached"] = invert_shared(
+            self.backbone, samples, [smp.source_prompt for smp in samples], cond_src, sched, counter,
+            share=self.config.share_inversion)
+        return trajectory
 
 
     def edit_batch(self, samples: list[Sample], generators: list[torch.Generator]) -> list[EditOutput]:
