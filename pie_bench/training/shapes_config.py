@@ -5,16 +5,16 @@ from __future__ import annotations
 RESOLUTION = 32  # model pixels; the VAE halves it to a 16x16x4 latent
 GEN_SIZE = 64  # scene rasterisation size (the dataset's generation resolution)
 STAGES = ("vae", "clip", "sd", "ip2p", "vae_colour", "vae_refine", "vae_decoder", "ip2p_continue",
-          "icd_teacher", "icd_lora")  # index seeds the stage; append only
+          "icd_teacher", "icd_lora", "flow")  # index seeds the stage; append only
 # The committed models: one run of `--stages vae,sd,ip2p,clip,export --threads 2` with these defaults
 # (114 min on a 2-core CPU; see the manifest's history). vae_decoder is for --init-from runs.
 DEFAULT_STEPS = {"vae": 1000, "vae_colour": 600, "vae_refine": 1500, "vae_decoder": 600, "clip": 120, "sd": 4500,
                  "ip2p": 800, "ip2p_continue": 1400,
-                 "icd_teacher": 600, "icd_lora": 600}
+                 "icd_teacher": 600, "icd_lora": 600, "flow": 6000}
 BATCH = {"vae": 16, "vae_colour": 16, "vae_refine": 16, "vae_decoder": 16, "clip": 64, "sd": 48, "ip2p": 32,
-         "ip2p_continue": 32, "icd_teacher": 32, "icd_lora": 8}
+         "ip2p_continue": 32, "icd_teacher": 32, "icd_lora": 8, "flow": 48}
 LR = {"vae": 2e-3, "vae_colour": 1e-3, "vae_refine": 5e-4, "vae_decoder": 5e-4, "clip": 1e-3, "sd": 1e-3,
-      "ip2p": 5e-4, "ip2p_continue": 5e-4, "icd_teacher": 5e-4, "icd_lora": 3e-4}
+      "ip2p": 5e-4, "ip2p_continue": 5e-4, "icd_teacher": 5e-4, "icd_lora": 3e-4, "flow": 1e-3}
 CFG_DROPOUT = 0.1
 
 

@@ -7,6 +7,7 @@ On top of exported models (``--init-from``; every other model is copied byte-ide
 
     --stages ip2p_continue          # continue the InstructPix2Pix UNet, (1 + SNR) / SNR-weighted
     --stages icd_teacher,icd_lora   # iCD: guidance distillation, then forward/reverse consistency LoRAs
+    --stages flow                   # the rectified-flow MMDiT in the SD3 layout (``flow/``)
 
 Every stage is seeded per step (the batch of step i depends only on the seed and i) and checkpoints
 to ``--workdir`` every ``--ckpt-every`` steps, so an interrupted run resumes where it stopped and
@@ -27,6 +28,7 @@ from pie_bench.training.shapes_clip import stage_clip
 from pie_bench.training.shapes_config import DEFAULT_STEPS, STAGES
 from pie_bench.training.shapes_diffusion import load_exported_ip2p, stage_ip2p, stage_sd
 from pie_bench.training.shapes_export import export, export_ip2p_continued, export_sd_folder, git_sha
+from pie_bench.training.shapes_flow import train_flow
 from pie_bench.training.shapes_icd import train_icd
 from pie_bench.training.shapes_loop import log
 
@@ -80,6 +82,11 @@ def main(argv=None) -> None:
         if not args.init_from:
             raise SystemExit("--stages icd_teacher,icd_lora needs --init-from (the exported models to distil)")
         train_icd(args, workdir)
+        return
+    if "flow" in stages:  # on top of the exported --init-from models (their VAE and caption encoder)
+        if not args.init_from:
+            raise SystemExit("--stages flow needs --init-from (the exported models whose VAE and text encoder it uses)")
+        train_flow(args, workdir)
         return
     if "clip" in stages:
         clip_model, losses["clip"] = stage_clip(args)
