@@ -195,10 +195,7 @@ class Backbone:
 
     def image_to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (512,512,3) -> (1,3,R,R) in [-1,1] at the backbone's resolution."""
-        if image.shape[0] != self.resolution:
-            image = np.asarray(Image.fromarray(image).resize((self.resolution, self.resolution), Image.LANCZOS))
-        t = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        return t.to(self.device, self.dtype)
+        return image_to_tensor(image, self.resolution).to(self.device, self.dtype)
 
     @torch.no_grad()
     def encode_image(self, image: np.ndarray, *, sample: bool = False, generator: Optional[torch.Generator] = None,
@@ -218,13 +215,24 @@ class Backbone:
         rounds to nearest, for editors whose reference code rounds (e.g. diffusers' ``numpy_to_pil``)."""
         if quantize not in ("truncate", "round"):
             raise ValueError(f"decode: quantize must be 'truncate' or 'round', got {quantize!r}")
-        images = self.vae.decode(latents.to(self.dtype) / self.scaling_factor).sample
-        images = (images.float() / 2 + 0.5).clamp(0, 1) * 255
-        images = (images.round() if quantize == "round" else images.floor()).to(torch.uint8)
-        images = images.permute(0, 2, 3, 1).cpu().numpy()
-        if size is not None and images.shape[1] != size:
-            images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in images])
-        return images
+        return images_to_uint8(self.vae.decode(latents.to(self.dtype) / self.scaling_factor).sample, size, quantize)
+
+
+def image_to_tensor(image: np.ndarray, resolution: int) -> torch.Tensor:
+    """uint8 (H,W,3) -> (1,3,R,R) float32 in [-1,1], LANCZOS-resized to ``resolution`` when it differs."""
+    if image.shape[0] != resolution:
+        image = np.asarray(Image.fromarray(image).resize((resolution, resolution), Image.LANCZOS))
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def images_to_uint8(images: torch.Tensor, size: Optional[int] = 512, quantize: str = "truncate") -> np.ndarray:
+    """VAE output in [-1,1] (B,3,R,R) -> uint8 (B,size,size,3), bicubic-resized when R is not ``size``."""
+    images = (images.float() / 2 + 0.5).clamp(0, 1) * 255
+    images = (images.round() if quantize == "round" else images.floor()).to(torch.uint8)
+    images = images.permute(0, 2, 3, 1).cpu().numpy()
+    if size is not None and images.shape[1] != size:
+        images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC)) for im in images])
+    return images
 
 
 _CACHE: dict[tuple, Backbone] = {}

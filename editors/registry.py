@@ -31,6 +31,7 @@ BUILTIN_EDITORS: dict[str, str] = {
     "pnp": "editors.pnp:PnPEditor",
     "direct_inversion_pnp": "editors.pnp:DirectInversionPnPEditor",
     "ledits_pp": "editors.ledits_pp:LEditsPPEditor",
+    "flowedit": "editors.flowedit:FlowEditEditor",
 }
 
 EDITORS = Registry("editor", ENTRY_POINT_GROUP, BUILTIN_EDITORS, subclass_check("editors.base:Editor"))

@@ -14,7 +14,7 @@ from pie_bench.core.errors import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SHAPES_MODELS = PACKAGE_ROOT / "models" / "shapes"
-SHAPES_VARIANTS = ("sd", "ip2p", "clip", "icd")
+SHAPES_VARIANTS = ("sd", "ip2p", "clip", "icd", "flow")
 
 
 def cache_root() -> Path:

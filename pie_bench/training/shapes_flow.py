@@ -9,7 +9,7 @@ What it shares with the exported SD model (``--init-from``): the autoencoder (it
 projection and a T5; here both CLIP slots hold the SD model's trained encoder, frozen, with an identity
 projection, and the T5 slot is empty (``text_encoder_3`` None: the pipeline then feeds zeros for the T5
 tokens, as SD3 does when loaded without T5). The number of those zero tokens, ``max_sequence_length``,
-is recorded in ``model_index.json`` (``pie_bench_max_sequence_length``); the harness passes it to the
+is recorded in the folder's ``pie_bench.json``; the harness passes it to the
 pipeline's ``encode_prompt``.
 
 Loss: SD3's — x_t = (1 - s) x_0 + s n, the transformer predicts n - x_0, s drawn logit-normal (0, 1),
@@ -45,8 +45,7 @@ def model_index() -> dict:
             "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "text_encoder_3": [None, None],
             "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
             "tokenizer_3": [None, None], "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-            "image_encoder": [None, None], "feature_extractor": [None, None],
-            "pie_bench_max_sequence_length": MAX_SEQUENCE_LENGTH}
+            "image_encoder": [None, None], "feature_extractor": [None, None]}
 
 
 def projected_text_encoder(sd_folder: Path):
@@ -119,6 +118,7 @@ def export_flow_folder(folder: Path, transformer, vae, text) -> None:
         write_tokenizer(folder / name)
     FlowMatchEulerDiscreteScheduler(shift=FLOW_SHIFT).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    (folder / "pie_bench.json").write_text(json.dumps({"max_sequence_length": MAX_SEQUENCE_LENGTH}) + "\n")
 
 
 def train_flow(args, workdir: Path) -> None:

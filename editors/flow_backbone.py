@@ -1,0 +1,202 @@
+"""The rectified-flow backbone family (Stable Diffusion 3 layout): MMDiT transformer, VAE, CLIP text
+encoders (and T5 where the checkpoint has one) and ``FlowMatchEulerDiscreteScheduler``, loaded once per
+process through ``StableDiffusion3Pipeline`` exactly as users load SD3.
+
+``--backbone`` for the flow editors: ``toy`` (tiny random SD3 built from configs in code, written as a
+diffusers folder and loaded back, as ``editors.backbone`` does for SD1.x), ``sd3`` / ``sd3.5``
+(hub ids), ``shapes`` / ``shapes-flow`` (the ShapesEdit flow model, ``pie_bench.training.shapes_flow``),
+a hub id or a local folder. Memory of the real checkpoints (bf16 weights): SD3-medium 2B transformer +
+CLIP-L/G + T5-XXL ≈ 16 GB with T5, ≈ 6 GB without.
+
+The editors work on unpacked latents (B, C, h, w) and call ``velocity``; guidance is classifier-free,
+as SD3 runs it (the FLUX family, guidance-distilled and packed, is not here yet).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from pie_bench.core.errors import ConfigError
+from pie_bench.core.paths import cache_root, shapes_models_dir
+
+ALIASES = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
+           "sd3.5": "stabilityai/stable-diffusion-3.5-medium"}
+MEMORY = {"sd3": "SD3-medium: ~16 GB bf16 weights with T5-XXL (~6 GB without)",
+          "shapes-flow": "ShapesEdit flow model: < 10 MB", "toy": "toy: < 1 MB"}
+TOY_SEED = 0
+TOY_RESOLUTION = 64
+
+
+def toy_sd3_configs() -> dict:
+    text = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
+                max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+                projection_dim=32, hidden_act="gelu")
+    vae = dict(in_channels=3, out_channels=3, block_out_channels=(16, 32, 32), layers_per_block=1, latent_channels=4,
+               down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+               norm_num_groups=8, sample_size=TOY_RESOLUTION, shift_factor=0.0609, scaling_factor=1.5305)
+    transformer = dict(sample_size=TOY_RESOLUTION // 4, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                       attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
+                       caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=TOY_RESOLUTION // 4)
+    return {"text_encoder": text, "vae": vae, "transformer": transformer}
+
+
+def build_toy_sd3_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
+    """Create (once) the toy SD3 as a diffusers folder (no T5, as SD3 loaded with ``text_encoder_3=None``)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from editors.backbone import quiet_hf_progress, write_clip_tokenizer_files
+
+    quiet_hf_progress()
+    cfg = toy_sd3_configs()
+    digest = hashlib.sha256(json.dumps([cfg, seed], sort_keys=True, default=list).encode()).hexdigest()[:10]
+    folder = (root or cache_root() / "toy") / f"sd3-{digest}"
+    if (folder / "model_index.json").exists():
+        return folder
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    torch.manual_seed(seed)
+    SD3Transformer2DModel(**cfg["transformer"]).save_pretrained(tmp / "transformer")
+    torch.manual_seed(seed + 1)
+    AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae")
+    for i, name in enumerate(("text_encoder", "text_encoder_2")):
+        torch.manual_seed(seed + 2 + i)
+        CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / name)
+        write_clip_tokenizer_files(tmp / name.replace("text_encoder", "tokenizer"))
+    FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(tmp / "scheduler")
+    from pie_bench.training.shapes_flow import model_index
+
+    (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
+    (tmp / "pie_bench.json").write_text(json.dumps({"toy": "sd3", "max_sequence_length": 4}))
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+@dataclass
+class FlowBackbone:
+    pipe: object  # StableDiffusion3Pipeline
+    model_id: str
+    is_toy: bool
+    device: torch.device
+    dtype: torch.dtype
+    resolution: int
+    max_sequence_length: int
+
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    def new_scheduler(self, **overrides):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config, **overrides)
+
+    def timesteps(self, steps: int) -> torch.Tensor:
+        """The pipeline's timesteps for ``steps`` (1000 * sigma, shifted as the scheduler config says)."""
+        sched = self.new_scheduler()
+        sched.set_timesteps(steps, device=self.device)
+        return sched.timesteps
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        emb, _, pooled, _ = self.pipe.encode_prompt(list(prompts), None, None, do_classifier_free_guidance=False,
+                                                    device=self.device, max_sequence_length=self.max_sequence_length)
+        return emb.to(self.dtype), pooled.to(self.dtype)
+
+    @torch.no_grad()
+    def velocity(self, z: torch.Tensor, t: torch.Tensor | float, cond: tuple, uncond: Optional[tuple] = None,
+                 guidance: float = 1.0) -> torch.Tensor:
+        """v(z, t) with classifier-free guidance (``uncond`` None or ``guidance`` 1: conditional only)."""
+        b = len(z)
+        t = torch.as_tensor(t, device=self.device, dtype=self.dtype).reshape(-1).expand(b)
+        if uncond is None or guidance == 1.0:
+            return self.transformer(hidden_states=z, timestep=t, encoder_hidden_states=cond[0],
+                                    pooled_projections=cond[1]).sample
+        v = self.transformer(hidden_states=torch.cat([z, z]), timestep=torch.cat([t, t]),
+                             encoder_hidden_states=torch.cat([uncond[0], cond[0]]),
+                             pooled_projections=torch.cat([uncond[1], cond[1]])).sample
+        vu, vc = v.chunk(2)
+        return vu + guidance * (vc - vu)
+
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (512,512,3) -> SD3 latent ((mean - shift) * scale), as the SD3 img2img pipeline prepares it."""
+        from editors.backbone import image_to_tensor
+
+        x = image_to_tensor(image, self.resolution).to(self.device, self.dtype)
+        z = self.vae.encode(x).latent_dist.mean
+        return (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, size: int = 512) -> np.ndarray:
+        from editors.backbone import images_to_uint8
+
+        x = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
+        return images_to_uint8(x, size)
+
+
+def harness_settings(path: str) -> dict:
+    """A folder's ``pie_bench.json`` (what the harness must know that diffusers' configs do not say: how many
+    zero T5 tokens a model without T5 was trained with); SD3's pipeline defaults where there is none."""
+    f = Path(path) / "pie_bench.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+_CACHE: dict[tuple, FlowBackbone] = {}
+_LOCK = threading.Lock()
+
+
+def resolve_flow_path(spec: str) -> tuple[str, bool]:
+    if spec == "toy":
+        return str(build_toy_sd3_folder()), True
+    if spec in ("shapes", "shapes-flow"):
+        return str(shapes_models_dir("flow")), False
+    return ALIASES.get(spec, spec), False
+
+
+def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = torch.float32) -> FlowBackbone:
+    from diffusers import StableDiffusion3Pipeline
+
+    from editors.backbone import quiet_hf_progress
+
+    device = torch.device(device)
+    key = (spec, str(device), dtype)
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        quiet_hf_progress()
+        path, is_toy = resolve_flow_path(spec)
+        index = json.loads((Path(path) / "model_index.json").read_text()) if Path(path).is_dir() else {}
+        # components a folder leaves empty (T5, SD3.5's image encoder) are passed as None, as users load SD3
+        # without T5 (``text_encoder_3=None, tokenizer_3=None``)
+        empty = {k: None for k, v in index.items() if isinstance(v, list) and v[0] is None}
+        try:
+            pipe = StableDiffusion3Pipeline.from_pretrained(path, torch_dtype=dtype, **empty)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            raise ConfigError(f"flow backbone {spec!r}: cannot load {path}{offline}: {str(exc).splitlines()[0][:200]}; "
+                              "download it once with `huggingface-cli download` or pass a local SD3 folder") from None
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        bb = FlowBackbone(pipe=pipe, model_id=path if not is_toy else "toy:sd3", is_toy=is_toy, device=device,
+                          dtype=dtype, resolution=int(pipe.transformer.config.sample_size) * vae_factor,
+                          max_sequence_length=int(harness_settings(path).get("max_sequence_length", 256)))
+        _CACHE[key] = bb
+        return bb

@@ -1,0 +1,67 @@
+"""FlowEdit on the toy SD3 backbone: its invariant (identical conditionings return the source latent), its
+step accounting, parity of its sampling branch with diffusers' StableDiffusion3Pipeline, backbone checks."""
+import numpy as np
+import pytest
+import torch
+
+from editors.flowedit import FlowEditEditor
+from pie_bench.core.sample import Sample
+
+
+def _sample(src="a cat on a table", tar="a [dog] on a table", seed=0):
+    img = np.random.default_rng(seed).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    return Sample(id="s", edit_type=0, source_prompt_raw=src, target_prompt_raw=tar,
+                  mask=np.zeros((512, 512), bool), _image=img)
+
+
+@pytest.fixture(scope="module")
+def editor():
+    e = FlowEditEditor()
+    e.load("toy")
+    return e
+
+
+def test_identical_conditionings_return_the_source(editor):
+    e = FlowEditEditor(tar_guidance_scale=3.5)  # same prompt and same guidance on both branches
+    e.load("toy")
+    s = _sample(tar="a cat on a table")
+    out = e.edit(s, torch.Generator().manual_seed(0))
+    x_src = e.backbone.encode_image(s.image)
+    assert torch.allclose(torch.from_numpy(out.extras["final_latent"]), x_src, atol=1e-5)
+    assert np.array_equal(out.image, e.backbone.decode(x_src)[0])  # the source up to the VAE
+
+
+def test_edit_moves_the_latent_and_counts_steps(editor):
+    s = _sample()
+    out = editor.edit(s, torch.Generator().manual_seed(0))
+    assert out.image.shape == (512, 512, 3) and out.image.dtype == np.uint8
+    x_src = editor.backbone.encode_image(s.image)
+    assert float((torch.from_numpy(out.extras["final_latent"]) - x_src).abs().max()) > 1e-2
+    # n_max 33 of T 50 steps, one noise draw, source and target branch each with CFG: 4 transformer passes
+    assert out.extras["transformer_evals"] == 4 * 33
+    again = editor.edit(s, torch.Generator().manual_seed(0))
+    assert np.array_equal(out.image, again.image)  # seeded by the sample's generator
+
+
+def test_sampling_branch_matches_the_sd3_pipeline():
+    """n_max = n_min = T: FlowEdit is plain target-prompt sampling from the noise its first step draws, which
+    is StableDiffusion3Pipeline with those latents (an independent implementation of the same ODE)."""
+    e = FlowEditEditor(T_steps=6, n_max=6, n_min=6, tar_guidance_scale=4.0)
+    e.load("toy")
+    s = _sample()
+    out = e.edit(s, torch.Generator().manual_seed(3))
+    x_src = e.backbone.encode_image(s.image)
+    noise = torch.randn(x_src.shape, generator=torch.Generator().manual_seed(3))
+    ref = e.backbone.pipe(prompt=s.target_prompt, negative_prompt="", latents=noise.clone(), num_inference_steps=6,
+                          guidance_scale=4.0, height=e.backbone.resolution, width=e.backbone.resolution,
+                          max_sequence_length=e.backbone.max_sequence_length, output_type="latent").images
+    assert torch.allclose(torch.from_numpy(out.extras["final_latent"]), ref, atol=1e-4)
+
+
+def test_backbone_checks(tmp_path, monkeypatch):
+    assert "rectified-flow" in FlowEditEditor.backbone_unavailable("sd14")
+    monkeypatch.setenv("PIE_BENCH_SHAPES_MODELS", str(tmp_path))
+    assert "not trained yet" in FlowEditEditor.backbone_unavailable("shapes")
+    assert FlowEditEditor.backbone_unavailable("toy") is None
+    with pytest.raises(Exception, match="n_min <= n_max"):
+        FlowEditEditor(n_max=60).load("toy")
