@@ -32,6 +32,7 @@ BUILTIN_EDITORS: dict[str, str] = {
     "direct_inversion_pnp": "editors.pnp:DirectInversionPnPEditor",
     "ledits_pp": "editors.ledits_pp:LEditsPPEditor",
     "flowedit": "editors.flowedit:FlowEditEditor",
+    "rf_inversion": "editors.rf_inversion:RFInversionEditor",
 }
 
 EDITORS = Registry("editor", ENTRY_POINT_GROUP, BUILTIN_EDITORS, subclass_check("editors.base:Editor"))

@@ -1,0 +1,54 @@
+"""RF-Inversion on the toy SD3 backbone: its controllers' limits (gamma 1 inverts onto y_1 exactly; eta 0
+is plain sampling, checked against StableDiffusion3Pipeline from the inverted latent) and determinism."""
+import numpy as np
+import torch
+
+from editors.rf_inversion import RFInversionEditor
+from pie_bench.core.sample import Sample
+
+
+def _sample():
+    img = np.random.default_rng(1).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    return Sample(id="s", edit_type=0, source_prompt_raw="a cat", target_prompt_raw="a [dog]",
+                  mask=np.zeros((512, 512), bool), _image=img)
+
+
+def test_gamma_one_inverts_onto_the_reference_noise():
+    e = RFInversionEditor(gamma=1.0, num_inversion_steps=8)
+    e.load("toy")
+    y0 = e.backbone.encode_image(_sample().image)
+    inverted = e.invert(y0, torch.Generator().manual_seed(5))
+    y1 = torch.randn(y0.shape, generator=torch.Generator().manual_seed(5))
+    # gamma 1 follows (y_1 - Y) / (1 - t_i) alone, a linear recursion Y <- Y + a_i (y_1 - Y) with
+    # a_i = (sigma_i - sigma_{i+1}) / (1 - i / N): Y_N = y_1 + (y_0 - y_1) prod(1 - a_i), whatever the model
+    _, sigmas = e.sigmas()
+    n = len(sigmas)
+    keep = float(np.prod([1 - float(sigmas[i] - sigmas[i + 1]) / (1 - i / n) for i in range(n - 1)]))
+    assert torch.allclose(inverted, y1 + (y0 - y1) * keep, atol=1e-5)
+    assert abs(keep) < 0.5  # most of the way to y_1
+
+
+def test_eta_zero_is_plain_sampling_from_the_inverted_latent():
+    e = RFInversionEditor(eta=0.0, num_inversion_steps=6, guidance_scale=4.0)
+    e.load("toy")
+    s = _sample()
+    out = e.edit(s, torch.Generator().manual_seed(2))
+    inverted = e.invert(e.backbone.encode_image(s.image), torch.Generator().manual_seed(2))
+    bb = e.backbone
+    ref = bb.pipe(prompt=s.target_prompt, negative_prompt="", latents=inverted, num_inference_steps=6,
+                  guidance_scale=4.0, height=bb.resolution, width=bb.resolution,
+                  max_sequence_length=bb.max_sequence_length, output_type="latent").images
+    assert torch.allclose(torch.from_numpy(out.extras["final_latent"]), ref, atol=1e-4)
+
+
+def test_eta_pulls_towards_the_source():
+    s = _sample()
+    dist = []
+    for eta in (0.0, 0.9):
+        e = RFInversionEditor(eta=eta, stop_timestep=0.5, num_inversion_steps=8)
+        e.load("toy")
+        out = e.edit(s, torch.Generator().manual_seed(0))
+        y0 = e.backbone.encode_image(s.image)
+        dist.append(float((torch.from_numpy(out.extras["final_latent"]) - y0).pow(2).mean()))
+        assert np.array_equal(out.image, e.edit(s, torch.Generator().manual_seed(0)).image)
+    assert dist[1] < dist[0]
