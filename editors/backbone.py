@@ -112,16 +112,37 @@ def toy_configs(variant: str) -> dict:
 
 def build_toy_folder(variant: str = "sd", seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
     """Create (once) the toy backbone as a diffusers folder and return its path."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    quiet_hf_progress()
     cfg = toy_configs(variant)
+
+    def write(tmp: Path) -> None:
+        write_toy_sd(tmp, cfg, variant, seed)
+
+    return toy_folder(variant, cfg, seed, write, root)
+
+
+def toy_folder(name: str, cfg: dict, seed: int, write, root: Optional[Path] = None) -> Path:
+    """A toy model folder built once per (config, seed) under the cache: ``write(tmp)`` fills a temporary
+    folder that is then renamed into place, so concurrent processes never see a half-written model."""
+    quiet_hf_progress()
     digest = hashlib.sha256(json.dumps([cfg, seed], sort_keys=True, default=list).encode()).hexdigest()[:10]
-    folder = (root or cache_root() / "toy") / f"{variant}-{digest}"
+    folder = (root or cache_root() / "toy") / f"{name}-{digest}"
     if (folder / "model_index.json").exists():
         return folder
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    write(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def write_toy_sd(tmp: Path, cfg: dict, variant: str, seed: int) -> None:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     torch.manual_seed(seed)
     UNet2DConditionModel(**cfg["unet"]).save_pretrained(tmp / "unet")
     torch.manual_seed(seed + 1)
@@ -135,13 +156,6 @@ def build_toy_folder(variant: str = "sd", seed: int = TOY_SEED, root: Optional[P
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "DDIMScheduler"]}, indent=2))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process won the race
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ as SD3 runs it (the FLUX family, guidance-distilled and packed, is not here yet)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from pie_bench.core.errors import ConfigError
-from pie_bench.core.paths import cache_root, shapes_models_dir
+from pie_bench.core.paths import shapes_models_dir
 
 ALIASES = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
            "sd3.5": "stabilityai/stable-diffusion-3.5-medium"}
@@ -53,35 +52,25 @@ def build_toy_sd3_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> P
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    from editors.backbone import quiet_hf_progress, write_clip_tokenizer_files
-
-    quiet_hf_progress()
-    cfg = toy_sd3_configs()
-    digest = hashlib.sha256(json.dumps([cfg, seed], sort_keys=True, default=list).encode()).hexdigest()[:10]
-    folder = (root or cache_root() / "toy") / f"sd3-{digest}"
-    if (folder / "model_index.json").exists():
-        return folder
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    torch.manual_seed(seed)
-    SD3Transformer2DModel(**cfg["transformer"]).save_pretrained(tmp / "transformer")
-    torch.manual_seed(seed + 1)
-    AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae")
-    for i, name in enumerate(("text_encoder", "text_encoder_2")):
-        torch.manual_seed(seed + 2 + i)
-        CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / name)
-        write_clip_tokenizer_files(tmp / name.replace("text_encoder", "tokenizer"))
-    FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(tmp / "scheduler")
+    from editors.backbone import toy_folder, write_clip_tokenizer_files
     from pie_bench.training.shapes_flow import model_index
 
-    (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
-    (tmp / "pie_bench.json").write_text(json.dumps({"toy": "sd3", "max_sequence_length": 4}))
-    try:
-        os.replace(tmp, folder)
-    except OSError:
-        import shutil
+    cfg = toy_sd3_configs()
 
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    def write(tmp: Path) -> None:
+        torch.manual_seed(seed)
+        SD3Transformer2DModel(**cfg["transformer"]).save_pretrained(tmp / "transformer")
+        torch.manual_seed(seed + 1)
+        AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae")
+        for i, name in enumerate(("text_encoder", "text_encoder_2")):
+            torch.manual_seed(seed + 2 + i)
+            CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / name)
+            write_clip_tokenizer_files(tmp / name.replace("text_encoder", "tokenizer"))
+        FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(tmp / "scheduler")
+        (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
+        (tmp / "pie_bench.json").write_text(json.dumps({"toy": "sd3", "max_sequence_length": 4}))
+
+    return toy_folder("sd3", cfg, seed, write, root)
 
 
 @dataclass
