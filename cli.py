@@ -328,7 +328,7 @@ def list_editors():
     """Editors with their requirements and availability."""
     from editors.registry import EDITORS
 
-    print_registry(EDITORS, "editors", lambda cls: f"needs {', '.join(sorted(cls.requires))} · {cls.paper}")
+    print_registry(EDITORS, "editors", lambda cls: cls.describe())
 
 
 @cli.command("list-metrics")

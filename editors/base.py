@@ -59,6 +59,8 @@ class Editor:
     # True when the output depends on the generator (sampled noise): ``bench --seeds K`` runs such an editor
     # K times per sample and scores the diversity of its outputs; a deterministic one runs once and scores 0
     stochastic: ClassVar[bool] = False
+    # the backbones it runs on and what they need, for ``list-editors`` (empty: the SD1.x UNet family)
+    backbones: ClassVar[str] = ""
 
     def __init__(self, config: Optional[EditorConfig] = None, **overrides):
         self.config = config if config is not None else self.Config()
@@ -69,6 +71,12 @@ class Editor:
         self.is_toy: bool = False
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+
+    @classmethod
+    def describe(cls) -> str:
+        """The ``list-editors`` line: the sample fields it reads, the paper and, where set, its backbones."""
+        text = f"needs {', '.join(sorted(cls.requires))} · {cls.paper}"
+        return text + (f" · {cls.backbones}" if cls.backbones else "")
 
     # -- lifecycle -------------------------------------------------------------------------------
     @classmethod

@@ -6,7 +6,7 @@ process through ``StableDiffusion3Pipeline`` exactly as users load SD3.
 diffusers folder and loaded back, as ``editors.backbone`` does for SD1.x), ``sd3`` / ``sd3.5``
 (hub ids), ``shapes`` / ``shapes-flow`` (the ShapesEdit flow model, ``pie_bench.training.shapes_flow``),
 a hub id or a local folder. Memory of the real checkpoints (bf16 weights): SD3-medium 2B transformer +
-CLIP-L/G + T5-XXL ≈ 16 GB with T5, ≈ 6 GB without.
+CLIP-L/G + T5-XXL ≈ 15 GB with T5, ≈ 6 GB without (counted in ``benchmarks/flow_cost.py``).
 
 The editors work on unpacked latents (B, C, h, w) and call ``velocity``; guidance is classifier-free,
 as SD3 runs it (the FLUX family, guidance-distilled and packed, is not here yet).
@@ -28,8 +28,6 @@ from pie_bench.core.paths import shapes_models_dir
 
 ALIASES = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
            "sd3.5": "stabilityai/stable-diffusion-3.5-medium"}
-MEMORY = {"sd3": "SD3-medium: ~16 GB bf16 weights with T5-XXL (~6 GB without)",
-          "shapes-flow": "ShapesEdit flow model: < 10 MB", "toy": "toy: < 1 MB"}
 TOY_SEED = 0
 TOY_RESOLUTION = 64
 

@@ -26,6 +26,8 @@ from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
 UNET_BACKBONES = ("sd14", "sd15", "ip2p")
+FLOW_BACKBONES = ("rectified-flow backbones: sd3 / sd3.5 (SD3-medium ~15 GB bf16 weights with T5-XXL), "
+                  "shapes (the ShapesEdit flow model, < 10 MB), toy")
 
 
 @dataclass
@@ -45,6 +47,7 @@ class FlowEditEditor(Editor):
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     paper = "Kulikov et al., FlowEdit: Inversion-Free Text-Based Editing Using Pre-Trained Flow Models, 2024"
     stochastic = True
+    backbones = FLOW_BACKBONES
 
     @classmethod
     def backbone_unavailable(cls, backbone: str) -> Optional[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from editors.base import EditOutput, Editor, EditorConfig
-from editors.flowedit import FlowEditEditor
+from editors.flowedit import FLOW_BACKBONES, FlowEditEditor
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
@@ -47,6 +47,7 @@ class RFInversionEditor(Editor):
     requires = frozenset({"image", "target_prompt"})
     paper = "Rout et al., Semantic Image Inversion and Editing using Rectified Stochastic Differential Equations, ICLR 2025"
     stochastic = True  # y_1 is drawn from the sample's generator
+    backbones = FLOW_BACKBONES
     backbone_unavailable = FlowEditEditor.backbone_unavailable
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:

@@ -65,3 +65,16 @@ def test_backbone_checks(tmp_path, monkeypatch):
     assert FlowEditEditor.backbone_unavailable("toy") is None
     with pytest.raises(Exception, match="n_min <= n_max"):
         FlowEditEditor(n_max=60).load("toy")
+
+
+def test_list_editors_shows_the_flow_backbones():
+    from click.testing import CliRunner
+
+    from cli import cli as main
+
+    res = CliRunner().invoke(main, ["list-editors"])
+    assert res.exit_code == 0
+    for name in ("flowedit", "rf_inversion"):
+        start = next(i for i, line in enumerate(res.output.splitlines()) if line.startswith(f"│ {name} "))
+        row = " ".join(res.output.splitlines()[start:start + 6])
+        assert "yes" in row and "sd3" in row
