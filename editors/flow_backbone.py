@@ -45,13 +45,23 @@ def toy_sd3_configs() -> dict:
     return {"text_encoder": text, "vae": vae, "transformer": transformer}
 
 
+def sd3_model_index() -> dict:
+    """``model_index.json`` of an SD3 folder without T5 (the toy and the ShapesEdit flow model)."""
+    return {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": "0.42.1",
+            "transformer": ["diffusers", "SD3Transformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
+            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "text_encoder_3": [None, None],
+            "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "tokenizer_3": [None, None], "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "image_encoder": [None, None], "feature_extractor": [None, None]}
+
+
 def build_toy_sd3_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
     """Create (once) the toy SD3 as a diffusers folder (no T5, as SD3 loaded with ``text_encoder_3=None``)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     from editors.backbone import toy_folder, write_clip_tokenizer_files
-    from pie_bench.training.shapes_flow import model_index
 
     cfg = toy_sd3_configs()
 
@@ -65,7 +75,7 @@ def build_toy_sd3_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> P
             CLIPTextModelWithProjection(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / name)
             write_clip_tokenizer_files(tmp / name.replace("text_encoder", "tokenizer"))
         FlowMatchEulerDiscreteScheduler(shift=3.0).save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
+        (tmp / "model_index.json").write_text(json.dumps(sd3_model_index(), indent=2))
         (tmp / "pie_bench.json").write_text(json.dumps({"toy": "sd3", "max_sequence_length": 4}))
 
     return toy_folder("sd3", cfg, seed, write, root)

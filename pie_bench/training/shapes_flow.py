@@ -38,16 +38,6 @@ def transformer_config(text_dim: int) -> dict:
                 caption_projection_dim=96, pooled_projection_dim=2 * text_dim, pos_embed_max_size=RESOLUTION // 2)
 
 
-def model_index() -> dict:
-    return {"_class_name": "StableDiffusion3Pipeline", "_diffusers_version": "0.42.1",
-            "transformer": ["diffusers", "SD3Transformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
-            "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
-            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "text_encoder_3": [None, None],
-            "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
-            "tokenizer_3": [None, None], "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-            "image_encoder": [None, None], "feature_extractor": [None, None]}
-
-
 def projected_text_encoder(sd_folder: Path):
     """The SD model's CLIP text encoder as a ``CLIPTextModelWithProjection`` with an identity projection."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
@@ -105,6 +95,7 @@ def stage_flow(args, vae, tok, text):
 def export_flow_folder(folder: Path, transformer, vae, text) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
+    from editors.flow_backbone import sd3_model_index
     from pie_bench.datasets.shapes.tokenizer import write_tokenizer
     from pie_bench.training.shapes_export import strip_source_path
 
@@ -117,7 +108,7 @@ def export_flow_folder(folder: Path, transformer, vae, text) -> None:
     for name in ("tokenizer", "tokenizer_2"):
         write_tokenizer(folder / name)
     FlowMatchEulerDiscreteScheduler(shift=FLOW_SHIFT).save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    (folder / "model_index.json").write_text(json.dumps(sd3_model_index(), indent=2) + "\n")
     (folder / "pie_bench.json").write_text(json.dumps({"max_sequence_length": MAX_SEQUENCE_LENGTH}) + "\n")
 
 
