@@ -23,13 +23,31 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from editors.backbone import (TOY_RESOLUTION, TOY_SEED, image_to_tensor, images_to_uint8, quiet_hf_progress,
+                              toy_folder, write_clip_tokenizer_files)
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.paths import shapes_models_dir
 
 ALIASES = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
            "sd3.5": "stabilityai/stable-diffusion-3.5-medium"}
-TOY_SEED = 0
-TOY_RESOLUTION = 64
+UNET_BACKBONES = ("sd14", "sd15", "ip2p")
+# what ``list-editors`` says of every editor on this family
+FLOW_BACKBONES = ("rectified-flow backbones: sd3 / sd3.5 (SD3-medium ~15 GB bf16 weights with T5-XXL), "
+                  "shapes (the ShapesEdit flow model, < 10 MB), toy")
+
+
+def flow_backbone_unavailable(editor: str, backbone: str) -> Optional[str]:
+    """Why ``editor`` (a flow editor) cannot run on ``backbone``: a UNet alias, or the ShapesEdit flow model
+    not trained yet (``--editors all`` then leaves the editor out with this reason); None otherwise."""
+    if backbone in UNET_BACKBONES:
+        return f"{editor} needs a rectified-flow backbone (sd3, sd3.5, shapes, toy), not the UNet {backbone!r}"
+    if backbone == "shapes":
+        try:
+            shapes_models_dir("flow")
+        except ConfigError:
+            return ("the ShapesEdit flow model is not trained yet "
+                    "(python -m pie_bench.training.shapes_train --init-from pie_bench/models/shapes --stages flow)")
+    return None
 
 
 def toy_sd3_configs() -> dict:
@@ -60,8 +78,6 @@ def build_toy_sd3_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> P
     """Create (once) the toy SD3 as a diffusers folder (no T5, as SD3 loaded with ``text_encoder_3=None``)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    from editors.backbone import toy_folder, write_clip_tokenizer_files
 
     cfg = toy_sd3_configs()
 
@@ -104,11 +120,12 @@ class FlowBackbone:
 
         return FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config, **overrides)
 
-    def timesteps(self, steps: int) -> torch.Tensor:
-        """The pipeline's timesteps for ``steps`` (1000 * sigma, shifted as the scheduler config says)."""
+    def schedule(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pipeline's timesteps for ``steps`` (1000 * sigma, shifted as the scheduler config says) and its
+        sigmas (one more: the final 0)."""
         sched = self.new_scheduler()
         sched.set_timesteps(steps, device=self.device)
-        return sched.timesteps
+        return sched.timesteps, sched.sigmas
 
     @torch.no_grad()
     def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,16 +151,12 @@ class FlowBackbone:
     @torch.no_grad()
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (512,512,3) -> SD3 latent ((mean - shift) * scale), as the SD3 img2img pipeline prepares it."""
-        from editors.backbone import image_to_tensor
-
         x = image_to_tensor(image, self.resolution).to(self.device, self.dtype)
         z = self.vae.encode(x).latent_dist.mean
         return (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, size: int = 512) -> np.ndarray:
-        from editors.backbone import images_to_uint8
-
         x = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
         return images_to_uint8(x, size)
 
@@ -169,8 +182,6 @@ def resolve_flow_path(spec: str) -> tuple[str, bool]:
 
 def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = torch.float32) -> FlowBackbone:
     from diffusers import StableDiffusion3Pipeline
-
-    from editors.backbone import quiet_hf_progress
 
     device = torch.device(device)
     key = (spec, str(device), dtype)

@@ -22,13 +22,9 @@ from typing import Optional
 import torch
 
 from editors.base import EditOutput, Editor, EditorConfig
+from editors.flow_backbone import FLOW_BACKBONES, flow_backbone_unavailable, load_flow_backbone
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
-
-UNET_BACKBONES = ("sd14", "sd15", "ip2p")
-FLOW_BACKBONES = ("rectified-flow backbones: sd3 / sd3.5 (SD3-medium ~15 GB bf16 weights with T5-XXL), "
-                  "shapes (the ShapesEdit flow model, < 10 MB), toy")
-
 
 @dataclass
 class FlowEditConfig(EditorConfig):
@@ -51,21 +47,9 @@ class FlowEditEditor(Editor):
 
     @classmethod
     def backbone_unavailable(cls, backbone: str) -> Optional[str]:
-        if backbone in UNET_BACKBONES:
-            return f"flowedit needs a rectified-flow backbone (sd3, sd3.5, shapes, toy), not the UNet {backbone!r}"
-        if backbone == "shapes":
-            try:
-                from pie_bench.core.paths import shapes_models_dir
-
-                shapes_models_dir("flow")
-            except ConfigError:
-                return ("the ShapesEdit flow model is not trained yet "
-                        "(python -m pie_bench.training.shapes_train --init-from pie_bench/models/shapes --stages flow)")
-        return None
+        return flow_backbone_unavailable(cls.name, backbone)
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
-        from editors.flow_backbone import load_flow_backbone
-
         super().load(backbone, device, dtype)
         c = self.config
         if not (0 <= c.n_min <= c.n_max <= c.T_steps) or c.n_avg < 1:
@@ -79,7 +63,7 @@ class FlowEditEditor(Editor):
         src, tar = bb.encode_prompt([sample.source_prompt]), bb.encode_prompt([sample.target_prompt])
         neg = bb.encode_prompt([c.negative_prompt])
         x_src = bb.encode_image(sample.image)
-        timesteps = bb.timesteps(c.T_steps)
+        timesteps, _ = bb.schedule(c.T_steps)
         z_edit = x_src.clone().float()
         x_tar = None
         evals = 0

@@ -20,11 +20,12 @@ parity test against the community pipeline needs the FLUX toy backbone and is no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from editors.base import EditOutput, Editor, EditorConfig
-from editors.flowedit import FLOW_BACKBONES, FlowEditEditor
+from editors.flow_backbone import FLOW_BACKBONES, flow_backbone_unavailable, load_flow_backbone
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
@@ -48,27 +49,23 @@ class RFInversionEditor(Editor):
     paper = "Rout et al., Semantic Image Inversion and Editing using Rectified Stochastic Differential Equations, ICLR 2025"
     stochastic = True  # y_1 is drawn from the sample's generator
     backbones = FLOW_BACKBONES
-    backbone_unavailable = FlowEditEditor.backbone_unavailable
+
+    @classmethod
+    def backbone_unavailable(cls, backbone: str) -> Optional[str]:
+        return flow_backbone_unavailable(cls.name, backbone)
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
-        from editors.flow_backbone import load_flow_backbone
-
         super().load(backbone, device, dtype)
         c = self.config
         if c.num_inversion_steps < 1 or not (0 <= c.start_timestep <= c.stop_timestep <= 1):
             raise ConfigError("rf_inversion: need num_inversion_steps >= 1 and 0 <= start_timestep <= stop_timestep <= 1")
         self.backbone = load_flow_backbone(self.backbone_id, device, dtype)
 
-    def sigmas(self) -> tuple[torch.Tensor, torch.Tensor]:
-        sched = self.backbone.new_scheduler()
-        sched.set_timesteps(self.config.num_inversion_steps, device=self.backbone.device)
-        return sched.timesteps, sched.sigmas
-
     @torch.no_grad()
     def invert(self, y0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Algorithm 1: the controlled forward ODE from the image latent to (near) y_1."""
         bb, c = self.backbone, self.config
-        _, sigmas = self.sigmas()
+        _, sigmas = bb.schedule(c.num_inversion_steps)
         cond = bb.encode_prompt([c.source_prompt])
         y1 = torch.randn(y0.shape, generator=generator).to(y0)
         y, n = y0, len(sigmas)
@@ -84,7 +81,7 @@ class RFInversionEditor(Editor):
         bb, c = self.backbone, self.config
         y0 = bb.encode_image(sample.image)
         x = self.invert(y0, generator)
-        timesteps, sigmas = self.sigmas()
+        timesteps, sigmas = bb.schedule(c.num_inversion_steps)
         n = len(timesteps)
         start, stop = int(c.start_timestep * n), min(int(c.stop_timestep * n), n)
         tar, neg = bb.encode_prompt([sample.target_prompt]), bb.encode_prompt([c.negative_prompt])

@@ -59,7 +59,11 @@ def test_sampling_branch_matches_the_sd3_pipeline():
 
 
 def test_backbone_checks(tmp_path, monkeypatch):
+    from editors.rf_inversion import RFInversionEditor
+
     assert "rectified-flow" in FlowEditEditor.backbone_unavailable("sd14")
+    # the shared check names the editor that asked
+    assert RFInversionEditor.backbone_unavailable("sd15").startswith("rf_inversion needs")
     monkeypatch.setenv("PIE_BENCH_SHAPES_MODELS", str(tmp_path))
     assert "not trained yet" in FlowEditEditor.backbone_unavailable("shapes")
     assert FlowEditEditor.backbone_unavailable("toy") is None
