@@ -9,7 +9,9 @@ a hub id or a local folder. Memory of the real checkpoints (bf16 weights): SD3-m
 CLIP-L/G + T5-XXL ≈ 15 GB with T5, ≈ 6 GB without (counted in ``benchmarks/flow_cost.py``).
 
 The editors work on unpacked latents (B, C, h, w) and call ``velocity``; guidance is classifier-free,
-as SD3 runs it (the FLUX family, guidance-distilled and packed, is not here yet).
+as SD3 runs it. FLUX specs (``toy-flux``, ``flux-dev``, ``flux-schnell``, a FluxPipeline folder) load the
+FLUX family instead (``editors.flux_backbone``: same interface, guidance-distilled, packed inside);
+``family`` says which ("sd3" / "flux").
 """
 from __future__ import annotations
 
@@ -33,14 +35,16 @@ ALIASES = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
 UNET_BACKBONES = ("sd14", "sd15", "ip2p")
 # what ``list-editors`` says of every editor on this family
 FLOW_BACKBONES = ("rectified-flow backbones: sd3 / sd3.5 (SD3-medium ~15 GB bf16 weights with T5-XXL), "
-                  "shapes (the ShapesEdit flow model, < 10 MB), toy")
+                  "flux-dev / flux-schnell (FLUX.1 ~34 GB bf16 weights: transformer 23.8 GB + T5-XXL/CLIP 9.8 GB), "
+                  "shapes (the ShapesEdit flow model, < 10 MB), toy, toy-flux")
 
 
 def flow_backbone_unavailable(editor: str, backbone: str) -> Optional[str]:
     """Why ``editor`` (a flow editor) cannot run on ``backbone``: a UNet alias, or the ShapesEdit flow model
     not trained yet (``--editors all`` then leaves the editor out with this reason); None otherwise."""
     if backbone in UNET_BACKBONES:
-        return f"{editor} needs a rectified-flow backbone (sd3, sd3.5, shapes, toy), not the UNet {backbone!r}"
+        return (f"{editor} needs a rectified-flow backbone (sd3, sd3.5, flux-dev, flux-schnell, shapes, toy, toy-flux), "
+                f"not the UNet {backbone!r}")
     if backbone == "shapes":
         try:
             shapes_models_dir("flow")
@@ -106,6 +110,7 @@ class FlowBackbone:
     dtype: torch.dtype
     resolution: int
     max_sequence_length: int
+    family: str = "sd3"
 
     @property
     def transformer(self):
@@ -148,11 +153,18 @@ class FlowBackbone:
         vu, vc = v.chunk(2)
         return vu + guidance * (vc - vu)
 
+    def randn_like(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Gaussian noise shaped as ``z``, drawn from ``generator`` (the FLUX family draws it packed)."""
+        return torch.randn(z.shape, generator=generator).to(z)
+
     @torch.no_grad()
-    def encode_image(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 (512,512,3) -> SD3 latent ((mean - shift) * scale), as the SD3 img2img pipeline prepares it."""
+    def encode_image(self, image: np.ndarray, *, sample: bool = False,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """uint8 (512,512,3) -> SD3 latent ((mean - shift) * scale), as the SD3 img2img pipeline prepares it;
+        ``sample``: a posterior sample drawn from ``generator`` instead of the mean."""
         x = image_to_tensor(image, self.resolution).to(self.device, self.dtype)
-        z = self.vae.encode(x).latent_dist.mean
+        dist = self.vae.encode(x).latent_dist
+        z = dist.sample(generator=generator) if sample else dist.mean
         return (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
 
     @torch.no_grad()
@@ -180,9 +192,14 @@ def resolve_flow_path(spec: str) -> tuple[str, bool]:
     return ALIASES.get(spec, spec), False
 
 
-def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = torch.float32) -> FlowBackbone:
+def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = torch.float32):
+    """The flow backbone ``spec`` names: FLUX specs go to ``editors.flux_backbone``, the rest load as SD3."""
     from diffusers import StableDiffusion3Pipeline
 
+    from editors.flux_backbone import is_flux_spec, load_flux_backbone
+
+    if is_flux_spec(spec):
+        return load_flux_backbone(spec, device, dtype)
     device = torch.device(device)
     key = (spec, str(device), dtype)
     with _LOCK:
