@@ -139,10 +139,17 @@ def resolve_metrics(names: str, backbone: str, device: str, with_ground_truth: b
 @click.option("--no-progress", is_flag=True)
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report (<out>/report/index.html).")
 @click.option("--wide", is_flag=True, help="Closing tables with every metric column (split to fit the terminal).")
+@click.option("--processes", default="auto", show_default=True,
+              help="Local data-parallel processes; auto: one per CPU core (at most 4) on a CPU device, else 1.")
 def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metric_names, metrics_backbone, device,
           dtype, editor_arg, editor_config, run_name, out, warmup, batch_size, fail_fast, retry_failed, no_progress,
-          no_report, wide, seeds):
+          no_report, wide, seeds, processes):
     """Run editors on a dataset, score them, write results/runs/<run>/ and print the leaderboard."""
+    from pie_bench.run.spawn import process_count, run_as_processes
+
+    n_processes = process_count(processes, device)
+    if n_processes > 1:  # this command again as the ranks of a local launch (pie_bench.run.spawn)
+        sys.exit(run_as_processes(n_processes, sys.argv))
     from editors.registry import resolve_editor_names
     from pie_bench.run import presets
     from pie_bench.run.distributed import is_main_process
@@ -151,8 +158,8 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
     from pie_bench.report.progress import RichProgress
     from pie_bench.report.tables import print_leaderboard
 
-    if not is_main_process():  # under accelerate/torchrun, rank 0 alone prints
-        console.quiet = True
+    if not is_main_process():  # under accelerate/torchrun/--processes, rank 0 alone prints
+        console.quiet = err_console.quiet = True
     embedded = data is None
     data = presets.EMBEDDED_DATA if embedded else data
     backbone = presets.default_backbone(data) if backbone == "auto" else backbone
@@ -306,21 +313,9 @@ def report(run_dir, out):
 
 
 def print_registry(reg, title: str, describe) -> None:
-    """One table for any registry: available entries described, unavailable ones with their reason, and
-    plugins rejected for shadowing a built-in."""
-    from rich.table import Table
+    from pie_bench.report.registry_table import print_registry as table
 
-    table = Table(title=title)
-    for col in ("name", "available", "source", "details / reason"):
-        table.add_column(col, overflow="fold")
-    for name, entry in reg.entries().items():
-        if entry.available:
-            table.add_row(name, "[green]yes[/green]", entry.source, describe(entry.resolve()))
-        else:
-            table.add_row(name, "[red]no[/red]", entry.source, entry.error or "")
-    for name, why in reg.rejected.items():
-        table.add_row(name, "[red]rejected[/red]", "", why)
-    console.print(table)
+    table(reg, title, describe, console)
 
 
 @cli.command("list-editors")

@@ -15,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # OpenMP pool per process sized to all cores, the pools spin against each other and runs here got up
 # to 100x slower. One thread each keeps every process's speed predictable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# For the same reason `bench` runs in the process that calls it (its default, `--processes auto`, would
+# start one rank per core); tests/test_spawn.py runs the multi-process launch on purpose.
+os.environ.setdefault("PIE_BENCH_PROCESSES", "1")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 import torch
 
 from pie_bench.core.errors import ConfigError, DataError, HarnessError, ResultsError
+# the launch environment is read without torch (``bench --processes`` decides before importing it)
+from pie_bench.run.spawn import env_world_size, is_main_process  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
 
@@ -28,25 +30,6 @@ TIMEOUT_ENV = "PIE_BENCH_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 6 * 3600
 
 _ERRORS = {cls.__name__: cls for cls in (HarnessError, DataError, ConfigError, ResultsError)}
-
-
-def env_world_size() -> int:
-    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
-        if os.environ.get(key):
-            try:
-                return int(os.environ[key])
-            except ValueError:
-                raise ConfigError(f"environment variable {key}={os.environ[key]!r} is not an integer; "
-                                  "launch with accelerate launch or torchrun") from None
-    return 1
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (or without a launcher); safe to call before the process group exists."""
-    for key in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key]) == 0
-    return True
 
 
 def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
