@@ -23,6 +23,8 @@ BUILTIN_EDITORS: dict[str, str] = {
     "nti_p2p": "editors.nti_p2p:NullTextP2PEditor",
     "npi_p2p": "editors.npi_p2p:NegativePromptP2PEditor",
     "ip2p": "editors.ip2p:InstructPix2PixEditor",
+    "qwen_image_edit": "editors.qwen_image_edit:QwenImageEditEditor",
+    "flux_kontext": "editors.flux_kontext:FluxKontextEditor",
     "pix2pix_zero": "editors.pix2pix_zero:Pix2PixZeroEditor",
     "icd": "editors.icd:ICDEditor",
     "direct_inversion_p2p": "editors.direct_inversion_p2p:DirectInversionP2PEditor",

@@ -1,0 +1,105 @@
+"""FLUX.1 Kontext [dev] (``flux_kontext``): instruction editing by in-context generation with a rectified-flow
+transformer.
+
+Paper: Black Forest Labs, "FLUX.1 Kontext: Flow Matching for In-Context Image Generation and Editing in Latent
+Space", 2025 (arXiv:2506.15742); weights ``black-forest-labs/FLUX.1-Kontext-dev`` (FLUX.1 [dev] non-commercial
+licence, gated). The source's VAE latents are appended to the noisy latents as extra tokens (their rotary ids
+offset by one in the first axis) and the instruction enters through CLIP-L and T5-XXL, as in FLUX.1 [dev]; the
+model is guidance-distilled (the guidance scale is a transformer input, one pass per step). Run as shipped:
+diffusers' ``FluxKontextPipeline`` (``editors.pipeline_editor`` says what the harness adds around the call).
+
+Settings: the model card's and diffusers' example: guidance 2.5, the pipeline's 28 steps and its flow-matching
+schedule (dynamic shift from the checkpoint's scheduler config), no true CFG, T5 sequence length 512, bf16 weights
+on a GPU. No PIE-Bench numbers published (the paper reports its own KontextBench).
+
+Resolution: the pipeline snaps the source to the nearest of Kontext's training resolutions
+(``PREFERRED_KONTEXT_RESOLUTIONS``: 1024x1024 for a square image, LANCZOS) and generates 1024x1024 (its default
+``max_area``), so PIE-Bench's 512x512 source is upsampled inside the pipeline and the output brought back to
+512x512.
+
+Memory (bf16 weights, counted from the published configs on the meta device, ``benchmarks/flow_cost.py`` for the
+FLUX.1 [dev] architecture Kontext shares): transformer 11.90 B parameters, T5-XXL encoder 4.76 B, CLIP-L 0.12 B,
+VAE 0.08 B: ~33.7 GB.
+
+Backbones: ``flux-kontext`` (the hub id), a hub id or a local folder of a ``FluxKontextPipeline``, ``toy``: the toy
+FLUX of ``editors.flux_backbone`` (its transformer, CLIP, T5 and tokenizers, same configs and seeds) in a
+FluxKontextPipeline folder. Toy deviation, kept for CPU speed: its VAE has six blocks (32x compression; the toy
+FLUX's has three, 4x, for 64 px) because Kontext always works at 1024x1024, which with 4x would be 2 x 16384
+image tokens; at 32x it is 2 x 256.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from editors.backbone import TOY_SEED, toy_folder, write_clip_tokenizer_files
+from editors.base import EditorConfig
+from editors.pipeline_editor import PipelineEditor
+
+FLUX_KONTEXT_DEV = "black-forest-labs/FLUX.1-Kontext-dev"
+
+
+@dataclass
+class FluxKontextConfig(EditorConfig):
+    num_inference_steps: int = 28
+    guidance_scale: float = 2.5  # the distilled guidance (an input of the transformer), not classifier-free
+    max_sequence_length: int = 512  # T5 tokens
+
+
+def toy_kontext_configs() -> dict:
+    from editors.flux_backbone import toy_flux_configs
+
+    cfg = toy_flux_configs()
+    cfg["vae"] = dict(cfg["vae"], block_out_channels=(8, 8, 16, 16, 32, 32),
+                      down_block_types=("DownEncoderBlock2D",) * 6, up_block_types=("UpDecoderBlock2D",) * 6)
+    return cfg
+
+
+def build_toy_kontext_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
+    """Create (once) the toy FLUX.1 Kontext as a diffusers FluxKontextPipeline folder."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from editors.flux_backbone import flux_model_index, write_t5_tokenizer_files
+
+    cfg = toy_kontext_configs()
+
+    def write(tmp: Path) -> None:
+        # the toy FLUX's seeds per component, so everything but the VAE has the toy FLUX's weights
+        torch.manual_seed(seed)
+        FluxTransformer2DModel(**cfg["transformer"]).save_pretrained(tmp / "transformer")
+        torch.manual_seed(seed + 1)
+        AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae")
+        torch.manual_seed(seed + 2)
+        CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / "text_encoder")
+        write_clip_tokenizer_files(tmp / "tokenizer")
+        torch.manual_seed(seed + 3)
+        T5EncoderModel(T5Config(**cfg["text_encoder_2"])).save_pretrained(tmp / "text_encoder_2")
+        write_t5_tokenizer_files(tmp / "tokenizer_2")
+        FlowMatchEulerDiscreteScheduler(**cfg["scheduler"]).save_pretrained(tmp / "scheduler")
+        (tmp / "model_index.json").write_text(json.dumps(dict(flux_model_index(),
+                                                              _class_name="FluxKontextPipeline"), indent=2))
+
+    return toy_folder("flux-kontext", cfg, seed, write, root)
+
+
+class FluxKontextEditor(PipelineEditor):
+    name = "flux_kontext"
+    Config = FluxKontextConfig
+    paper = "Black Forest Labs, FLUX.1 Kontext: Flow Matching for In-Context Image Generation and Editing, 2025"
+    backbones = ("flux-kontext (black-forest-labs/FLUX.1-Kontext-dev: 12B transformer + T5-XXL + CLIP-L, ~33.7 GB "
+                 "bf16 weights), a hub id or local folder, toy")
+    pipeline_name = "FluxKontextPipeline"
+    aliases = {"flux-kontext": FLUX_KONTEXT_DEV}
+
+    @classmethod
+    def build_toy(cls) -> Path:
+        return build_toy_kontext_folder()
+
+    def call_settings(self, batch: int) -> dict:
+        c = self.config
+        return dict(num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
+                    max_sequence_length=c.max_sequence_length)
