@@ -21,8 +21,10 @@ model written to disk by :func:`toy_clip_folder`, or ShapesEdit's trained CLIP.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -229,9 +231,31 @@ class ClipEdited(_ClipMetric):
 
 
 class ClipSource(_ClipMetric):
+    """The source image against the source prompt: the same for every editor of a run, so each
+    (source image, prompt) is scored once per process and looked up for the next editor."""
+
     name = "clip_similarity_source_image"
     region = "whole"
     label = "CLIP Source"
+    CACHE_SIZE = 4096  # scalars; keyed by a digest of the image bytes, never by sample id alone
+
+    def __init__(self, chunk: int = 16) -> None:
+        super().__init__(chunk)
+        self._seen: "OrderedDict[tuple, float]" = OrderedDict()
 
     def images_and_prompts(self, batch):
         return to_uint8(batch.source), list(batch.source_prompts)
+
+    def compute(self, batch: MetricBatch) -> torch.Tensor:
+        images, prompts = self.images_and_prompts(batch)
+        keys = [(hashlib.sha1(images[i].numpy().tobytes()).hexdigest(), prompts[i]) for i in range(len(prompts))]
+        todo = [i for i, k in enumerate(keys) if k not in self._seen]
+        if todo:
+            fresh = super().compute(MetricBatch(source=batch.source[todo], edited=batch.edited[todo],
+                                                mask=batch.mask[todo], source_prompts=[prompts[i] for i in todo],
+                                                target_prompts=[batch.target_prompts[i] for i in todo]))
+            for i, v in zip(todo, fresh.tolist()):
+                self._seen[keys[i]] = v
+            while len(self._seen) > self.CACHE_SIZE:
+                self._seen.popitem(last=False)
+        return torch.tensor([self._seen[k] for k in keys], dtype=torch.float32)

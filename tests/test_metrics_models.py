@@ -396,3 +396,29 @@ def test_trained_shapes_clip_prefers_matching_captions():
     other = m.compute(make_batch(images, images, [pie_masks()[0]] * 12, tgt_prompts=captions[1:] + captions[:1]))
     assert float((own > other).float().mean()) >= 0.75
     weights.clear_models()
+
+
+def test_clip_source_is_scored_once_per_source_image(photos, monkeypatch):
+    """CLIP Source does not depend on the edit: a second editor's batch with the same sources is looked up
+    (same values, no model call); a changed source image, or the same image with another prompt, is scored."""
+    from dataclasses import replace
+
+    m = ClipSource()
+    m.load("toy")
+    calls = []
+    score = m.scorer.score
+    monkeypatch.setattr(m.scorer, "score", lambda imgs, prompts: calls.append(len(prompts)) or score(imgs, prompts))
+    first = m.compute(photos)
+    n = len(photos.source_prompts)
+    assert calls == [n]
+    again = m.compute(replace(photos, edited=photos.edited.flip(-1)))
+    assert calls == [n] and torch.equal(first, again)
+    changed = photos.source.clone()
+    changed[0] = 1 - changed[0]
+    other = m.compute(replace(photos, source=changed, source_prompts=["a red cube"] + list(photos.source_prompts[1:])))
+    assert calls == [n, 1] and torch.equal(other[1:], first[1:])
+    fresh = ClipSource()
+    fresh.load("toy")
+    assert float(other[0]) == pytest.approx(float(fresh.compute(replace(photos, source=changed[:1], edited=photos.edited[:1],
+                                                                       mask=photos.mask[:1], source_prompts=["a red cube"],
+                                                                       target_prompts=photos.target_prompts[:1]))[0]), abs=1e-5)
