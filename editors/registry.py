@@ -35,6 +35,8 @@ BUILTIN_EDITORS: dict[str, str] = {
     "ledits_pp": "editors.ledits_pp:LEditsPPEditor",
     "flowedit": "editors.flowedit:FlowEditEditor",
     "rf_inversion": "editors.rf_inversion:RFInversionEditor",
+    "rf_solver_edit": "editors.rf_solver_edit:RFSolverEditEditor",
+    "fireflow": "editors.fireflow:FireFlowEditor",
 }
 
 EDITORS = Registry("editor", ENTRY_POINT_GROUP, BUILTIN_EDITORS, subclass_check("editors.base:Editor"))
