@@ -151,3 +151,33 @@ def test_subset_widens_the_tolerance_by_the_standard_error(tmp_path):
     rows = side_by_side(load_leaderboard(path), load_table("pnp-inversion-paper"))
     psnr = next(r for r in rows if r["editor"] == "ddim_p2p" and r["metric"] == "psnr_unedit_part")
     assert psnr["tolerance"] == pytest.approx(0.11 + 1.2) and not psnr["flagged"]
+
+
+FIREFLOW_COLUMNS = ["structure_distance", "psnr_unedit_part", "ssim_unedit_part", "clip_similarity_target_image",
+                    "clip_similarity_target_image_edit_part"]
+
+
+def test_fireflow_table4_matches_its_secondary_source():
+    """Every number of fireflow-table4 against ../shared/reference/wave2.md §2, the notes it was transcribed
+    from (the paper's text was not available); two FireFlow rows told apart by the run's step count."""
+    from pie_bench.report.reference import load_table
+
+    t = load_table("fireflow-table4")
+    assert t.row_for("fireflow").steps == 8 and t.row_for("fireflow", 15).steps == 15
+    assert t.row_for("fireflow", 20).steps == 8  # no row at that count: the first, and notes() says so
+    if not WAVE2.is_file():
+        pytest.skip(f"{WAVE2} not found (CI places ../shared beside the clone)")
+    wave = WAVE2.read_text(encoding="utf-8")
+    n = r"(\d+(?:\.\d+)?)"  # a number, not the sentence's full stop
+    five = rf"{n}×10⁻³ / {n} / {n} / {n} / {n}"
+    patterns = {("rf_inversion", 28): rf"\*\*RF-Inversion\*\*.*?Structure {n}×10⁻³, PSNR {n}, SSIM {n}, "
+                                      rf"CLIP {n} / {n}",
+                ("rf_solver_edit", 15): r"\*\*RF-Solver-Edit\*\*.*?\(secondary\): " + five,
+                ("fireflow", 8): r"\*\*FireFlow\*\*.*?8 steps " + five,
+                ("fireflow", 15): r"\*\*FireFlow\*\*.*?15 steps " + five}
+    for (editor, steps), pattern in patterns.items():
+        numbers = [float(x) for x in re.search(pattern, wave).groups()]
+        row = t.row_for(editor, steps)
+        assert (row.steps, row.base_model) == (steps, "FLUX.1-dev")
+        assert [row.values[c] for c in FIREFLOW_COLUMNS] == numbers, row.method
+    assert len(t.rows) == len(patterns)

@@ -45,8 +45,11 @@ class ReferenceTable:
     hardware: str = ""
     path: str = ""
 
-    def row_for(self, editor: str) -> Optional[ReferenceRow]:
-        return next((r for r in self.rows if r.editor and r.editor == editor), None)
+    def row_for(self, editor: str, steps: Optional[int] = None) -> Optional[ReferenceRow]:
+        """The editor's row; where the table has several for it (FireFlow at 8 and 15 steps), the one with
+        ``steps``, else the first."""
+        rows = [r for r in self.rows if r.editor and r.editor == editor]
+        return next((r for r in rows if steps is not None and r.steps == steps), rows[0] if rows else None)
 
     def column(self, metric: str) -> str:
         return self.columns.get(metric, metric)

@@ -26,7 +26,11 @@ from pie_bench.core.formatting import fmt_value
 from pie_bench.report.reference import ReferenceTable, load_table
 from pie_bench.run.leaderboard import Leaderboard, load_leaderboard
 
-STEP_KEYS = ("num_ddim_steps", "num_inference_steps", "num_inversion_steps")
+STEP_KEYS = ("num_ddim_steps", "num_inference_steps", "num_inversion_steps", "num_steps")
+
+
+def run_steps(ed) -> Optional[int]:
+    return next((ed.config[k] for k in STEP_KEYS if k in ed.config), None)
 
 
 def refusal(board: Leaderboard, table: ReferenceTable) -> Optional[str]:
@@ -54,10 +58,10 @@ def notes(board: Leaderboard, table: ReferenceTable) -> list[str]:
         out.append(f"the run scored {n} of the table's {table.n_images} images: twice our standard error is "
                    "added to the tolerance")
     for name, ed in board.editors.items():
-        row = table.row_for(ed.editor or name)
+        steps = run_steps(ed)
+        row = table.row_for(ed.editor or name, steps)
         if row is None or row.steps is None:
             continue
-        steps = next((ed.config[k] for k in STEP_KEYS if k in ed.config), None)
         if steps is not None and steps != row.steps:
             out.append(f"{name} ran {steps} steps, the table's {row.method} {row.steps}: not the paper's settings")
     if table.hardware:
@@ -70,7 +74,7 @@ def side_by_side(board: Leaderboard, table: ReferenceTable) -> list[dict]:
     n_run = int(board.dataset.get("n", 0) or 0)
     rows = []
     for name, ed in board.editors.items():
-        ref = table.row_for(ed.editor or name)
+        ref = table.row_for(ed.editor or name, run_steps(ed))
         if ref is None or ed.bound:
             continue
         for metric, theirs in ref.values.items():
