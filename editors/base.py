@@ -89,7 +89,8 @@ class Editor:
         """Record which backbone this editor runs on before it loads: the config hash (and so the run
         folder's bookkeeping) includes it, and the toy label follows from it."""
         self.backbone_id = backbone
-        self.is_toy = backbone == "toy" and self.uses_backbone
+        # ``toy-<family>`` names the toy of another backbone family (``toy-flux``)
+        self.is_toy = (backbone == "toy" or backbone.startswith("toy-")) and self.uses_backbone
 
     def load(self, backbone: str = "toy", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
         """Load weights. ``backbone`` is ``toy``, ``sd14``, ``sd15``, ``shapes``, a hub id or a local dir."""

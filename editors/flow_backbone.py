@@ -43,8 +43,8 @@ def flow_backbone_unavailable(editor: str, backbone: str) -> Optional[str]:
     """Why ``editor`` (a flow editor) cannot run on ``backbone``: a UNet alias, or the ShapesEdit flow model
     not trained yet (``--editors all`` then leaves the editor out with this reason); None otherwise."""
     if backbone in UNET_BACKBONES:
-        return (f"{editor} needs a rectified-flow backbone (sd3, sd3.5, flux-dev, flux-schnell, shapes, toy, toy-flux), "
-                f"not the UNet {backbone!r}")
+        return (f"{editor} needs a rectified-flow backbone (sd3, sd3.5, flux-dev, flux-schnell, shapes, toy, "
+                f"toy-flux), not the UNet {backbone!r}")
     if backbone == "shapes":
         try:
             shapes_models_dir("flow")
@@ -168,9 +168,10 @@ class FlowBackbone:
         return (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, size: int = 512) -> np.ndarray:
+    def decode(self, z: torch.Tensor, size: Optional[int] = 512, quantize: str = "truncate") -> np.ndarray:
+        """``quantize`` as ``editors.backbone.Backbone.decode`` (diffusers' pipelines ``round``)."""
         x = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
-        return images_to_uint8(x, size)
+        return images_to_uint8(x, size, quantize)
 
 
 def harness_settings(path: str) -> dict:

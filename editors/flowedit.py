@@ -9,10 +9,18 @@ With identical conditionings that difference is zero and the source latent comes
 Steps above ``n_max`` are skipped (the edit starts at t of step T - n_max); the last ``n_min`` steps
 are plain sampling from the target conditioning; ``n_avg`` noise draws are averaged per step.
 
-Defaults: the authors' ``SD3_exp.yaml`` (SD3: T 50, source CFG 3.5, target CFG 13.5, n_max 33, n_min 0,
-n_avg 1, negative prompt ""). The paper has no PIE-Bench numbers (its own 1024-px set). Backbones:
-``sd3`` / ``sd3.5``, ``shapes`` (the ShapesEdit flow model), ``toy``; FLUX (T 28, 1.5 / 5.5, n_max 24,
-``FLUX_exp.yaml``) is not supported yet.
+Defaults per backbone family, the authors' experiment files (``fallenshock/FlowEdit``: ``run_script.py``
+with ``SD3_exp.yaml`` / ``FLUX_exp.yaml``); a field left None takes its family's value and every edit
+records which set ran (``extras["settings"]``):
+
+- SD3 (``sd3``, ``sd3.5``, ``shapes``, ``toy``): ``SD3_exp.yaml``, T 50, source CFG 3.5, target CFG 13.5,
+  n_max 33, n_min 0, n_avg 1, negative prompt "" (classifier-free guidance: two passes per branch).
+- FLUX (``flux-dev``, ``flux-schnell``, ``toy-flux``): ``FLUX_exp.yaml``, T 28, source guidance 1.5, target
+  5.5, n_max 24, n_min 0, n_avg 1. As their ``FlowEditFLUX``: the guidance scales go into the distilled
+  model's guidance embedding (none on schnell), no CFG and no negative prompt (one pass per branch), the
+  schedule is FluxPipeline's (shifted by the image sequence length), the noise is drawn on packed latents.
+
+The paper has no PIE-Bench numbers (its own 1024-px set).
 """
 from __future__ import annotations
 
@@ -26,14 +34,25 @@ from editors.flow_backbone import FLOW_BACKBONES, flow_backbone_unavailable, loa
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
+# the authors' experiment files, per backbone family
+FAMILY_DEFAULTS = {
+    "sd3": ("SD3_exp.yaml", dict(T_steps=50, n_avg=1, src_guidance_scale=3.5, tar_guidance_scale=13.5, n_min=0,
+                                 n_max=33)),
+    "flux": ("FLUX_exp.yaml", dict(T_steps=28, n_avg=1, src_guidance_scale=1.5, tar_guidance_scale=5.5, n_min=0,
+                                   n_max=24)),
+}
+
+
 @dataclass
 class FlowEditConfig(EditorConfig):
-    T_steps: int = 50
-    n_avg: int = 1
-    src_guidance_scale: float = 3.5
-    tar_guidance_scale: float = 13.5
-    n_min: int = 0
-    n_max: int = 33
+    """None: the backbone family's value (``FAMILY_DEFAULTS``)."""
+
+    T_steps: Optional[int] = None
+    n_avg: Optional[int] = None
+    src_guidance_scale: Optional[float] = None
+    tar_guidance_scale: Optional[float] = None
+    n_min: Optional[int] = None
+    n_max: Optional[int] = None
     negative_prompt: str = ""
 
 
@@ -51,45 +70,56 @@ class FlowEditEditor(Editor):
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         super().load(backbone, device, dtype)
-        c = self.config
-        if not (0 <= c.n_min <= c.n_max <= c.T_steps) or c.n_avg < 1:
-            raise ConfigError(f"flowedit: need 0 <= n_min <= n_max <= T_steps and n_avg >= 1, got n_min {c.n_min}, "
-                              f"n_max {c.n_max}, T_steps {c.T_steps}, n_avg {c.n_avg}")
         self.backbone = load_flow_backbone(self.backbone_id, device, dtype)
+        # the config stays as given (its hash is fixed before loading); the family's values fill its Nones
+        self.settings_name, family = FAMILY_DEFAULTS[self.backbone.family]
+        given = {k: getattr(self.config, k) for k in family}
+        self.settings = {k: v if given[k] is None else given[k] for k, v in family.items()}
+        c = self.settings
+        if not (0 <= c["n_min"] <= c["n_max"] <= c["T_steps"]) or c["n_avg"] < 1:
+            raise ConfigError(f"flowedit: need 0 <= n_min <= n_max <= T_steps and n_avg >= 1, got n_min {c['n_min']}, "
+                              f"n_max {c['n_max']}, T_steps {c['T_steps']}, n_avg {c['n_avg']}")
+        if any(v is not None for v in given.values()):
+            self.settings_name += " with overrides"
 
     @torch.no_grad()
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        bb, c = self.backbone, self.config
+        bb, c = self.backbone, self.settings
+        T, n_avg, src_g, tar_g = c["T_steps"], c["n_avg"], c["src_guidance_scale"], c["tar_guidance_scale"]
         src, tar = bb.encode_prompt([sample.source_prompt]), bb.encode_prompt([sample.target_prompt])
-        neg = bb.encode_prompt([c.negative_prompt])
+        # FLUX: guidance-distilled, no negative branch (velocity ignores it); SD3: CFG, two passes
+        flux = bb.family == "flux"
+        neg = None if flux else bb.encode_prompt([self.config.negative_prompt])
+        passes = 1 if flux else 2
         x_src = bb.encode_image(sample.image)
-        timesteps, _ = bb.schedule(c.T_steps)
+        timesteps, _ = bb.schedule(T)
         z_edit = x_src.clone().float()
         x_tar = None
         evals = 0
         for i, t in enumerate(timesteps):
-            if c.T_steps - i > c.n_max:
+            if T - i > c["n_max"]:
                 continue
             t_i = float(t) / 1000
             t_next = float(timesteps[i + 1]) / 1000 if i + 1 < len(timesteps) else 0.0
-            if c.T_steps - i > c.n_min:
+            if T - i > c["n_min"]:
                 v_delta = torch.zeros_like(z_edit)
-                for _ in range(c.n_avg):
-                    noise = torch.randn(x_src.shape, generator=generator).to(x_src)
+                for _ in range(n_avg):
+                    noise = bb.randn_like(x_src, generator)
                     z_src = (1 - t_i) * x_src + t_i * noise
                     z_tar = z_edit.to(x_src.dtype) + z_src - x_src
-                    v_src = bb.velocity(z_src, t, src, neg, c.src_guidance_scale)
-                    v_tar = bb.velocity(z_tar, t, tar, neg, c.tar_guidance_scale)
-                    v_delta += (v_tar - v_src).float() / c.n_avg
-                    evals += 4
+                    v_src = bb.velocity(z_src, t, src, neg, src_g)
+                    v_tar = bb.velocity(z_tar, t, tar, neg, tar_g)
+                    v_delta += (v_tar - v_src).float() / n_avg
+                    evals += 2 * passes
                 z_edit = z_edit + (t_next - t_i) * v_delta
             else:  # the last n_min steps: plain sampling from the target conditioning
                 if x_tar is None:
-                    noise = torch.randn(x_src.shape, generator=generator).to(x_src)
+                    noise = bb.randn_like(x_src, generator)
                     x_tar = z_edit + ((1 - t_i) * x_src + t_i * noise) - x_src
-                x_tar = x_tar + (t_next - t_i) * bb.velocity(x_tar.to(x_src.dtype), t, tar, neg,
-                                                             c.tar_guidance_scale).float()
-                evals += 2
+                x_tar = x_tar + (t_next - t_i) * bb.velocity(x_tar.to(x_src.dtype), t, tar, neg, tar_g).float()
+                evals += passes
         out = z_edit if x_tar is None else x_tar
-        return EditOutput(image=bb.decode(out)[0], extras={"transformer_evals": evals,
-                                                            "final_latent": out.cpu().numpy()})
+        # uint8 by rounding, as the authors' ``pipe.image_processor.postprocess``
+        return EditOutput(image=bb.decode(out, quantize="round")[0],
+                          extras={"transformer_evals": evals, "settings": self.settings_name,
+                                  "final_latent": out.cpu().numpy()})

@@ -2,20 +2,25 @@
 
 Rout, Chen, Ruiz, Caramanis, Shakkottai, Chu, "Semantic Image Inversion and Editing using Rectified
 Stochastic Differential Equations", ICLR 2025 (arXiv:2410.10792). Algorithm 1 inverts the image with the
-model's unconditional field steered towards a fixed noise sample y_1 (controller ``gamma``):
+model's field steered towards a fixed noise sample y_1 (controller ``gamma``):
 u = u(Y_t) + gamma ((y_1 - Y_t) / (1 - t) - u(Y_t)). Algorithm 2 samples back under the target prompt,
 steered towards the source latent y_0 (controller ``eta``) for the steps in [``start_timestep``,
 ``stop_timestep``) (fractions of the steps). ``eta`` 0 is plain sampling from the inverted latent.
 
 Reference: diffusers' community pipeline ``examples/community/pipeline_flux_rf_inversion.py`` (read,
-not copied); this editor follows its discretisation: the forward loop feeds timestep i / N and steps by
-the scheduler's (shifted) sigma differences, the reverse loop steers with (y_0 - x) / sigma. Defaults
-from its example: 28 steps, gamma 0.5, eta 0.9, start 0, stop 7/28, inversion prompt "" unguided.
+not copied), whose discretisation this follows: y_0 is a VAE posterior sample, y_1 is drawn on packed
+latents after it (both from the sample's generator, in the pipeline's order), the forward loop feeds
+timestep i / N and steps by FluxPipeline's shifted sigma differences, the reverse loop steers with
+(y_0 - x) / sigma. Defaults from its example and signatures: 28 steps, gamma 0.5, eta 0.9, start 0,
+stop 7/28, inversion prompt "" with guidance 0, target guidance 3.5. Parity: on ``toy-flux`` our output
+equals the community pipeline's (tests/golden/rf_inversion-*.npz, tests/test_golden_official.py).
 
-Deviation: the pipeline is FLUX (guidance-distilled, guidance 3.5); FLUX backbones are not in the harness
-yet, so this editor runs on the SD3-layout backbones (``sd3``, ``shapes``, ``toy``) with classifier-free
-guidance ``guidance_scale`` (SD3's pipeline default 7.0) for the target prompt, negative prompt "". The
-parity test against the community pipeline needs the FLUX toy backbone and is not written yet.
+Backbones: the FLUX family (``flux-dev``, ``flux-schnell``, ``toy-flux``), as the reference, with the
+guidance scales in the distilled model's guidance embedding and no CFG; and the SD3 layout (``sd3``,
+``shapes``, ``toy``). Deviation kept on SD3 (the reference is FLUX-only): an SD3 model has no guidance
+embedding, so the inversion is unguided (conditional on the empty prompt) and the target prompt uses
+classifier-free guidance ``guidance_scale`` (SD3's pipeline default 7.0) with negative prompt "". A field
+left None takes its family's value; every edit records which set ran (``extras["settings"]``).
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ from editors.flow_backbone import FLOW_BACKBONES, flow_backbone_unavailable, loa
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
+# guidance_scale per family: the community pipeline's default (FLUX, in the guidance embedding);
+# StableDiffusion3Pipeline's default (SD3, classifier-free)
+FAMILY_GUIDANCE = {"flux": ("community pipeline (FLUX)", 3.5), "sd3": ("SD3 port (CFG)", 7.0)}
+
 
 @dataclass
 class RFInversionConfig(EditorConfig):
@@ -38,8 +47,9 @@ class RFInversionConfig(EditorConfig):
     start_timestep: float = 0.0
     stop_timestep: float = 7 / 28
     source_prompt: str = ""
-    guidance_scale: float = 7.0
-    negative_prompt: str = ""
+    source_guidance_scale: float = 0.0  # FLUX: the inversion's guidance embedding (the pipeline's ``invert``)
+    guidance_scale: Optional[float] = None  # None: 3.5 on FLUX, 7.0 (CFG) on SD3
+    negative_prompt: str = ""  # SD3 only
 
 
 class RFInversionEditor(Editor):
@@ -47,7 +57,7 @@ class RFInversionEditor(Editor):
     Config = RFInversionConfig
     requires = frozenset({"image", "target_prompt"})
     paper = "Rout et al., Semantic Image Inversion and Editing using Rectified Stochastic Differential Equations, ICLR 2025"
-    stochastic = True  # y_1 is drawn from the sample's generator
+    stochastic = True  # y_0's posterior sample and y_1 are drawn from the sample's generator
     backbones = FLOW_BACKBONES
 
     @classmethod
@@ -60,35 +70,47 @@ class RFInversionEditor(Editor):
         if c.num_inversion_steps < 1 or not (0 <= c.start_timestep <= c.stop_timestep <= 1):
             raise ConfigError("rf_inversion: need num_inversion_steps >= 1 and 0 <= start_timestep <= stop_timestep <= 1")
         self.backbone = load_flow_backbone(self.backbone_id, device, dtype)
+        name, guidance = FAMILY_GUIDANCE[self.backbone.family]
+        self.guidance_scale = guidance if c.guidance_scale is None else c.guidance_scale
+        self.settings_name = name if c.guidance_scale is None else f"{name} with guidance_scale {c.guidance_scale}"
 
     @torch.no_grad()
     def invert(self, y0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Algorithm 1: the controlled forward ODE from the image latent to (near) y_1."""
+        """Algorithm 1: the controlled forward ODE from the image latent to (near) y_1 (drawn here)."""
         bb, c = self.backbone, self.config
         _, sigmas = bb.schedule(c.num_inversion_steps)
         cond = bb.encode_prompt([c.source_prompt])
-        y1 = torch.randn(y0.shape, generator=generator).to(y0)
+        y1 = bb.randn_like(y0, generator)
         y, n = y0, len(sigmas)
         for i in range(n - 1):
             t_i = i / n
-            u = bb.velocity(y, 1000 * t_i, cond)
+            u = bb.velocity(y, 1000 * t_i, cond, guidance=c.source_guidance_scale)
             u = u + c.gamma * ((y1 - y) / (1 - t_i) - u)
             y = y + u * (sigmas[i] - sigmas[i + 1])
         return y
 
+    def encode(self, sample: Sample, generator: torch.Generator) -> torch.Tensor:
+        """y_0: a posterior sample of the VAE, as the community pipeline's ``encode_image`` takes it."""
+        return self.backbone.encode_image(sample.image, sample=True, generator=generator)
+
     @torch.no_grad()
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         bb, c = self.backbone, self.config
-        y0 = bb.encode_image(sample.image)
+        y0 = self.encode(sample, generator)
         x = self.invert(y0, generator)
         timesteps, sigmas = bb.schedule(c.num_inversion_steps)
         n = len(timesteps)
         start, stop = int(c.start_timestep * n), min(int(c.stop_timestep * n), n)
-        tar, neg = bb.encode_prompt([sample.target_prompt]), bb.encode_prompt([c.negative_prompt])
+        tar = bb.encode_prompt([sample.target_prompt])
+        flux = bb.family == "flux"
+        neg = None if flux else bb.encode_prompt([c.negative_prompt])
         for i, t in enumerate(timesteps):
-            v = -bb.velocity(x, t, tar, neg, c.guidance_scale)
+            v = -bb.velocity(x, t, tar, neg, self.guidance_scale)
             if start <= i < stop:
                 v = v + c.eta * ((y0 - x) / sigmas[i] - v)
             x = x + v * (sigmas[i] - sigmas[i + 1])
-        return EditOutput(image=bb.decode(x)[0], extras={"final_latent": x.cpu().numpy(),
-                                                          "transformer_evals": (n - 1) + 2 * n})
+        passes = 1 if flux or self.guidance_scale == 1.0 else 2
+        # uint8 by rounding, as the pipeline's postprocess (``numpy_to_pil``)
+        return EditOutput(image=bb.decode(x, quantize="round")[0],
+                          extras={"final_latent": x.cpu().numpy(), "settings": self.settings_name,
+                                  "transformer_evals": n + passes * n})

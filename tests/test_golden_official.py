@@ -10,7 +10,9 @@ Tolerances: final latent max abs <= 1e-3 (measured on the P2P cases: <= 2.2e-4, 
 and batch layouts that differ but compute the same maths); uint8 image at native resolution: at most 1
 level anywhere, and on at most 1 % of the values (measured <= 0.16 %; a float difference of ~0.01/255
 flips a truncation now and then). A wrong timestep convention or a rounding-vs-truncation mismatch fails
-both by far (measured before the fix: latent 2-4.7, image up to 144 levels).
+both by far (measured before the fix: latent 2-4.7, image up to 144 levels). The flow editors' FLUX cases
+(backbone ``toy-flux``) measure <= 2e-6 against the community RF-Inversion pipeline and FlowEdit's
+FlowEditFLUX; noise drawn unpacked, or the posterior mean instead of RF-Inversion's sample, fails by 0.07-4.8.
 """
 from __future__ import annotations
 
@@ -88,3 +90,6 @@ def test_golden_files_present():
     names = {str(_load(p)["editor"]) for p in FILES}
     assert {"ddim_p2p", "nti_p2p", "npi_p2p", "pix2pix_zero", "ip2p", "icd", "masactrl",
             "direct_inversion_masactrl", "pnp", "direct_inversion_pnp", "direct_inversion_p2p"} <= names
+    # the flow editors on the toy FLUX: the RF-Inversion community pipeline, the FlowEdit authors' FlowEditFLUX
+    flux = {str(_load(p)["editor"]) for p in FILES if str(_load(p).get("backbone", "toy")) == "toy-flux"}
+    assert {"rf_inversion", "flowedit"} <= flux
