@@ -34,11 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from editors.backbone import TOY_SEED, toy_folder, write_clip_tokenizer_files
 from editors.base import EditorConfig
 from editors.pipeline_editor import PipelineEditor
 
 FLUX_KONTEXT_DEV = "black-forest-labs/FLUX.1-Kontext-dev"
+MAX_AREA = 1024 ** 2  # FluxKontextPipeline's default max_area
 
 
 @dataclass
@@ -59,7 +62,6 @@ def toy_kontext_configs() -> dict:
 
 def build_toy_kontext_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
     """Create (once) the toy FLUX.1 Kontext as a diffusers FluxKontextPipeline folder."""
-    import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
@@ -103,3 +105,17 @@ class FluxKontextEditor(PipelineEditor):
         c = self.config
         return dict(num_inference_steps=c.num_inference_steps, guidance_scale=c.guidance_scale,
                     max_sequence_length=c.max_sequence_length)
+
+    def working_size(self, image) -> tuple[int, int]:
+        # FluxKontextPipeline.__call__ without height/width: a square at its default max_area (1024**2), floored
+        # to the 2x2-packed latent grid; the source's own size only picks the conditioning resolution
+        m = self.pipe.vae_scale_factor * 2
+        side = round(MAX_AREA ** 0.5) // m * m
+        return side, side
+
+    @staticmethod
+    def decode_pixels(pipe, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        # the tail of FluxKontextPipeline.__call__
+        z = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+        z = (z / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
+        return pipe.vae.decode(z, return_dict=False)[0]

@@ -9,10 +9,14 @@ card's settings); the harness adds only what surrounds the call:
     pipelines draw each row's initial noise from that row's generator and encode the source with the VAE's
     posterior mode, so a row does not depend on its batch-mates (outputs equal one-by-one up to float
     reassociation; ``tests/test_qwen_image_edit.py``, ``tests/test_flux_kontext.py``);
-  * the final latent is read through the pipelines' own ``callback_on_step_end`` hook at the last step;
-  * the pipeline works at its own resolution (both choose 1024x1024 for a square source: PIE-Bench's 512x512
-    is upsampled inside the pipeline, as a user's call would do) and its PIL output is resized to PIE-Bench's
-    512x512 with PIL bicubic, antialiased, as every editor's ``editors.backbone.images_to_uint8``.
+  * the pipeline works at its own resolution (both choose 1024x1024 for a square source: PIE-Bench's 512x512 is
+    upsampled inside the pipeline, as a user's call does); the editor computes that size the pipeline's way
+    and passes it, so it knows how to unpack the latents;
+  * the call returns the final latents (``output_type="latent"``), decoded by ``PipelineBackbone.decode`` with
+    the pipeline's own steps (its ``_unpack_latents``, the VAE's latent normalisation, ``vae.decode``, its
+    ``image_processor.postprocess`` to PIL) and resized to PIE-Bench's 512x512 with PIL bicubic, antialiased, as
+    every editor's ``editors.backbone.images_to_uint8``. The parity tests check this equals the image of the
+    pipeline's own decode.
 
 Backbone specs: the editor's alias (its hub id), ``toy`` (the editor's own tiny random model written once as a
 diffusers folder and loaded back with ``from_pretrained``, the path real weights take), a hub id or a local
@@ -23,8 +27,9 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -65,6 +70,26 @@ def load_pipeline(pipeline_cls, path: str, spec: str, device, dtype: torch.dtype
         return pipe
 
 
+@dataclass
+class PipelineBackbone:
+    """The loaded pipeline and how its latents become PIE-Bench images."""
+
+    pipe: object
+    model_id: str
+    is_toy: bool
+    # (pipe, packed latents, height, width) -> VAE output in [-1, 1], (B, 3, height, width): the pipeline's tail
+    decode_pixels: Callable
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, height: int, width: int, size: int = IMAGE_SIZE) -> np.ndarray:
+        """Packed final latents -> uint8 (B, size, size, 3): the pipeline's decode to PIL, then bicubic to size."""
+        pixels = self.decode_pixels(self.pipe, latents, height, width)
+        out = []
+        for im in self.pipe.image_processor.postprocess(pixels, output_type="pil"):
+            out.append(np.asarray(im if im.size == (size, size) else im.resize((size, size), Image.BICUBIC)))
+        return np.stack(out)
+
+
 class PipelineEditor(Editor):
     """An instruction editor on one diffusers pipeline. Subclasses set ``pipeline_name`` (the diffusers class),
     ``aliases`` ({spec: hub id}), ``build_toy`` and ``call_settings``."""
@@ -92,6 +117,15 @@ class PipelineEditor(Editor):
         """The pipeline call's settings (the model card's) for a batch of ``batch`` rows."""
         raise NotImplementedError
 
+    def working_size(self, image: Image.Image) -> tuple[int, int]:
+        """(width, height) the pipeline generates at for this source, as its ``__call__`` chooses it."""
+        raise NotImplementedError
+
+    @staticmethod
+    def decode_pixels(pipe, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The pipeline's own decode of its packed final latents (the tail of its ``__call__``)."""
+        raise NotImplementedError
+
     def passes_per_step(self) -> int:
         """Transformer passes per denoising step (2 with true classifier-free guidance)."""
         return 1
@@ -112,33 +146,22 @@ class PipelineEditor(Editor):
         why = self.backbone_unavailable(backbone)
         if why:
             raise ConfigError(why)
-        path, _ = self.resolve(backbone)
+        path, is_toy = self.resolve(backbone)
         self.pipe = load_pipeline(getattr(diffusers, self.pipeline_name), path, backbone, self.device, dtype)
-        self.backbone = self.pipe
+        self.backbone = PipelineBackbone(pipe=self.pipe, model_id=f"toy:{self.name}" if is_toy else path,
+                                         is_toy=is_toy, decode_pixels=self.decode_pixels)
 
     @torch.no_grad()
     def edit_batch(self, samples: list[Sample], generators: list[torch.Generator]) -> list[EditOutput]:
         if len(samples) != len(generators):
             raise ValueError(f"{self.name}: one generator per sample")
         settings = self.call_settings(len(samples))
-        last = settings["num_inference_steps"] - 1
-        final: dict = {}
-
-        def keep_final_latent(pipe, i, t, tensors):
-            if i == last:
-                final["latents"] = tensors["latents"].detach().float().cpu()
-            return {}
-
-        images = self.pipe(image=[self.prepare_image(Image.fromarray(s.image)) for s in samples],
-                           prompt=[s.instruction for s in samples], generator=list(generators), output_type="pil",
-                           callback_on_step_end=keep_final_latent, **settings).images
+        images = [self.prepare_image(Image.fromarray(s.image)) for s in samples]
+        width, height = self.working_size(images[0])
+        latents = self.pipe(image=images, prompt=[s.instruction for s in samples], generator=list(generators),
+                            height=height, width=width, output_type="latent", **settings).images
+        pixels = self.backbone.decode(latents, height, width)
         evals = settings["num_inference_steps"] * self.passes_per_step()
-        outs = []
-        for i, im in enumerate(images):
-            working = f"{im.width}x{im.height}"
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
-            outs.append(EditOutput(image=np.asarray(im.convert("RGB")), extras={
-                "transformer_evals": evals, "batch_size": len(samples), "working_resolution": working,
-                "final_latent": final["latents"][i:i + 1].numpy()}))
-        return outs
+        return [EditOutput(image=pixels[i], extras={
+            "transformer_evals": evals, "batch_size": len(samples), "working_resolution": f"{width}x{height}",
+            "final_latent": latents[i:i + 1].detach().float().cpu().numpy()}) for i in range(len(samples))]

@@ -35,11 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
 from PIL import Image
 
 from editors.backbone import TOY_SEED, _bytes_to_unicode, toy_folder
 from editors.base import EditorConfig
 from editors.pipeline_editor import PipelineEditor
+
+
+def calculate_dimensions(target_area: int, ratio: float) -> tuple[int, int, None]:
+    """The pipeline's own choice of working size (diffusers' function, imported where it is used)."""
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions as pipeline_dims
+
+    return pipeline_dims(target_area, ratio)
 
 QWEN_IMAGE_EDIT = "Qwen/Qwen-Image-Edit"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -91,7 +99,6 @@ def write_qwen_tokenizer_files(folder: Path) -> dict[str, int]:
 
 def build_toy_qwen_edit_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
     """Create (once) the toy Qwen-Image-Edit as a diffusers folder and return its path."""
-    import torch
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer,
                               Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor)
@@ -151,7 +158,21 @@ class QwenImageEditEditor(PipelineEditor):
         return 2 if self.config.true_cfg_scale > 1 else 1
 
     def prepare_image(self, image: Image.Image) -> Image.Image:
-        from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
-
         width, height, _ = calculate_dimensions(1024 * 1024, image.width / image.height)
         return self.pipe.image_processor.resize(image, height, width)
+
+    def working_size(self, image: Image.Image) -> tuple[int, int]:
+        # QwenImageEditPipeline.__call__: the ~1024x1024 area at the source's aspect, floored to the 2x2-packed
+        # latent grid
+        width, height, _ = calculate_dimensions(1024 * 1024, image.width / image.height)
+        m = self.pipe.vae_scale_factor * 2
+        return width // m * m, height // m * m
+
+    @staticmethod
+    def decode_pixels(pipe, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        # the tail of QwenImageEditPipeline.__call__, written as it is there (1 / (1 / std)) so the floats match
+        z = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor).to(pipe.vae.dtype)
+        cfg = pipe.vae.config
+        mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1).to(z)
+        inv_std = 1.0 / torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(z)
+        return pipe.vae.decode(z / inv_std + mean, return_dict=False)[0][:, :, 0]  # the one frame

@@ -17,7 +17,8 @@ from editors.registry import EDITORS
 FAST = {"ddim_p2p": {"num_ddim_steps": 3, "share_inversion": False},
         "npi_p2p": {"num_ddim_steps": 3, "share_inversion": False},
         "nti_p2p": {"num_ddim_steps": 3, "inner_steps": 2, "share_inversion": False},
-        "ip2p": {"num_inference_steps": 3}, "pix2pix_zero": {"num_inference_steps": 3}}
+        "ip2p": {"num_inference_steps": 3}, "pix2pix_zero": {"num_inference_steps": 3},
+        "qwen_image_edit": {"num_inference_steps": 2}, "flux_kontext": {"num_inference_steps": 2}}
 NAMES = [n for n, e in EDITORS.entries().items() if e.available]
 
 
