@@ -186,3 +186,12 @@ def check_against_authors_loop(path: Path, cls):
 @pytest.mark.parametrize("path", golden_cases("rf_solver_edit"), ids=lambda p: p.stem)
 def test_matches_the_authors_sampling_loop(path):
     check_against_authors_loop(path, RFSolverEditEditor)
+
+
+def test_bad_settings_and_unet_backbones_are_refused():
+    from pie_bench.core.errors import ConfigError
+
+    assert RFSolverEditEditor.backbone_unavailable("sd15").startswith("rf_solver_edit needs a rectified-flow")
+    for bad in ({"inject": 16}, {"sampling_strategy": "fireflow"}, {"start_layer_index": 30, "end_layer_index": 20}):
+        with pytest.raises(ConfigError, match="rf_solver_edit"):
+            RFSolverEditEditor(**bad).load("toy")
