@@ -91,8 +91,9 @@ class PipelineBackbone:
 
 
 class PipelineEditor(Editor):
-    """An instruction editor on one diffusers pipeline. Subclasses set ``pipeline_name`` (the diffusers class),
-    ``aliases`` ({spec: hub id}), ``build_toy`` and ``call_settings``."""
+    """An instruction editor on one diffusers pipeline. Subclasses set ``pipeline_name`` (the diffusers class) and
+    ``aliases`` ({spec: hub id}) and implement ``build_toy``, ``call_settings``, ``working_size`` and
+    ``decode_pixels``."""
 
     requires = frozenset({"image", "instruction"})
     stochastic = True  # the initial latent is drawn from the sample's generator

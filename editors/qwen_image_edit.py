@@ -41,6 +41,7 @@ from PIL import Image
 from editors.backbone import TOY_SEED, _bytes_to_unicode, toy_folder
 from editors.base import EditorConfig
 from editors.pipeline_editor import PipelineEditor
+from pie_bench.core.errors import ConfigError
 
 
 def calculate_dimensions(target_area: int, ratio: float) -> tuple[int, int, None]:
@@ -148,6 +149,15 @@ class QwenImageEditEditor(PipelineEditor):
     @classmethod
     def build_toy(cls) -> Path:
         return build_toy_qwen_edit_folder()
+
+    def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
+        if self.config.num_inference_steps < 2:
+            # the checkpoint's schedule stretches sigmas so the last is shift_terminal; with one step the stretch
+            # divides 0 by 0 and the pipeline's sigmas are NaN (diffusers 0.42.1)
+            raise ConfigError(f"{self.name}: num_inference_steps must be at least 2 (got "
+                              f"{self.config.num_inference_steps}): one step gives NaN sigmas with the "
+                              "checkpoint's shift_terminal schedule")
+        super().load(backbone, device, dtype)
 
     def call_settings(self, batch: int) -> dict:
         c = self.config

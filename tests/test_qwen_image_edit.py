@@ -96,3 +96,20 @@ def test_skips_a_sample_without_instruction_and_shapes(smoke):
     assert "sd15" in QwenImageEditEditor.backbone_unavailable("sd15")
     assert QwenImageEditEditor.backbone_unavailable("toy") is None
     assert QwenImageEditEditor.backbone_unavailable("qwen-image-edit") is None
+    with pytest.raises(Exception, match="at least 2"):  # one step: NaN sigmas under shift_terminal
+        QwenImageEditEditor(num_inference_steps=1).load("toy")
+
+
+def test_list_editors_shows_backbones_and_needs():
+    from click.testing import CliRunner
+
+    from cli import cli as main
+
+    res = CliRunner().invoke(main, ["list-editors"])
+    assert res.exit_code == 0
+    lines = res.output.splitlines()
+    for name, spec in (("qwen_image_edit", "qwen-image-edit"), ("flux_kontext", "flux-kontext")):
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"│ {name} "))
+        end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("│  "))  # the next row
+        row = " ".join(lines[start:end])
+        assert "instruction" in row and spec in row and "GB bf16" in row and "toy" in row, row
