@@ -75,6 +75,14 @@ def run_reference(name: str, ed, sample, seed: int):
         from benchmarks.reference.ledits_pp import ledits_pp_reference
 
         return ledits_pp_reference(ed, sample, g)
+    if name == "flowedit":
+        from benchmarks.reference.flow import flowedit_reference
+
+        return flowedit_reference(ed, sample, g)
+    if name == "rf_inversion":
+        from benchmarks.reference.flow import rf_inversion_reference
+
+        return rf_inversion_reference(ed, sample, g)
     raise KeyError(name)
 
 

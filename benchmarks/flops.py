@@ -12,7 +12,8 @@ STEP_KEY = {"ddim_p2p": "num_ddim_steps", "nti_p2p": "num_ddim_steps", "npi_p2p"
             "ip2p": "num_inference_steps", "pix2pix_zero": "num_inference_steps",  # iCD: its 4+4 schedule
             "direct_inversion_p2p": "num_ddim_steps", "masactrl": "num_ddim_steps",
             "direct_inversion_masactrl": "num_ddim_steps", "pnp": "num_ddim_steps",
-            "direct_inversion_pnp": "num_ddim_steps", "ledits_pp": "num_inversion_steps"}
+            "direct_inversion_pnp": "num_ddim_steps", "ledits_pp": "num_inversion_steps",
+            "rf_inversion": "num_inversion_steps"}  # FlowEdit: its family's T and n_max, whatever --steps
 
 
 def unit_costs(bb) -> dict:
@@ -22,6 +23,8 @@ def unit_costs(bb) -> dict:
 
     from benchmarks.reference.common import explicit_attention
 
+    if not hasattr(bb, "unet"):
+        return flow_unit_costs(bb)
     r, f = bb.resolution, bb.vae_scale_factor
     dev, dt = bb.device, bb.dtype
     x = torch.zeros(1, bb.unet.config.in_channels, r // f, r // f, device=dev, dtype=dt)
@@ -40,6 +43,29 @@ def unit_costs(bb) -> dict:
         out["E"] = fc.get_total_flops()
         with FlopCounterMode(display=False) as fc:
             bb.vae.decode(torch.zeros(1, bb.vae.config.latent_channels, r // f, r // f, device=dev, dtype=dt))
+        out["D"] = fc.get_total_flops()
+    return out
+
+
+def flow_unit_costs(bb) -> dict:
+    """A flow backbone's unit costs: U is one transformer forward (``velocity``, batch 1, the backbone's text
+    length; attention as its processors run it, so a fused CPU SDPA kernel may go uncounted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    r, dev, dt = bb.resolution, bb.device, bb.dtype
+    f = 2 ** (len(bb.vae.config.block_out_channels) - 1)
+    z = torch.zeros(1, bb.vae.config.latent_channels, r // f, r // f, device=dev, dtype=dt)
+    cond = bb.encode_prompt([""])
+    out = {}
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            bb.velocity(z, 500.0, cond)
+        out["U"] = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            bb.vae.encode(torch.zeros(1, 3, r, r, device=dev, dtype=dt))
+        out["E"] = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            bb.vae.decode(z)
         out["D"] = fc.get_total_flops()
     return out
 
@@ -66,6 +92,9 @@ def floor_units(name: str, cfg, extras: dict) -> tuple[float, str]:
     if name == "ledits_pp":
         k = len([c for key in ("ledits_add", "ledits_remove") for c in str(extras.get(key, "")).split("; ") if c])
         return n * (2 + k), f"{n} inversion + {n}x(1 + {k} concepts) edit"
+    if name in ("flowedit", "rf_inversion"):  # the transformer passes of the algorithm (1 or 2 with CFG)
+        k = int(extras["transformer_evals"])
+        return k, f"{k} transformer passes ({extras.get('settings', '')})"
     if name == "icd":
         k = len(cfg.forward_timesteps)
         m = len(cfg.reverse_timesteps)

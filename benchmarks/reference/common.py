@@ -73,7 +73,7 @@ def count_unet_rows(*unets):
     n = [0]
 
     def hook(module, args, kwargs):
-        x = args[0] if args else kwargs["sample"]
+        x = args[0] if args else kwargs["sample"] if "sample" in kwargs else kwargs["hidden_states"]  # UNet / DiT
         n[0] += int(x.shape[0])
 
     seen, handles = set(), []
@@ -93,7 +93,7 @@ def unets_of(editor) -> list:
     bb = getattr(editor, "backbone", None) or getattr(editor, "bb")
     extra = list(getattr(editor, "models", {}).values()) if isinstance(getattr(editor, "models", None), dict) else []
     out = []
-    for u in [bb.unet, *extra]:
+    for u in [getattr(bb, "unet", None) or bb.transformer, *extra]:  # a flow backbone's transformer
         if all(u is not o for o in out):
             out.append(u)
     return out
