@@ -179,7 +179,7 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
         if eargs:
             suffix = "-" + hashlib.sha256(json.dumps(eargs, sort_keys=True).encode()).hexdigest()[:8]
         out = RUNS_DIR / (run_name or f"{data_stem(ds)}-{Path(backbone).name}{suffix}")
-    if backbone == "toy":
+    if backbone == "toy" or backbone.startswith("toy-"):
         console.print("[bold yellow]Toy editor models[/bold yellow] (tiny random weights): the numbers check the "
                       "pipeline end to end; they say nothing about editing quality.")
     metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets, seeds=seeds)

@@ -82,7 +82,13 @@ class Editor:
     @classmethod
     def backbone_unavailable(cls, backbone: str) -> Optional[str]:
         """Why this editor cannot run on ``backbone`` by design (``--editors all`` then leaves it out with
-        the reason instead of recording a load failure), or None."""
+        the reason instead of recording a load failure), or None. Here: an editor of the SD1.x UNet family
+        (one that declares no ``backbones``) is not run on a rectified-flow alias."""
+        if cls.uses_backbone and not cls.backbones:
+            from editors.flow_backbone import is_flow_alias
+
+            if is_flow_alias(backbone):
+                return f"{cls.name} runs on the SD1.x UNet family; {backbone!r} is a rectified-flow backbone"
         return None
 
     def bind_backbone(self, backbone: str) -> None:

@@ -39,6 +39,14 @@ FLOW_BACKBONES = ("rectified-flow backbones: sd3 / sd3.5 (SD3-medium ~15 GB bf16
                   "shapes (the ShapesEdit flow model, < 10 MB), toy, toy-flux")
 
 
+def is_flow_alias(spec: str) -> bool:
+    """One of the rectified-flow names (``sd3``, ``flux-dev``, ``toy-flux``, ``shapes-flow``, ...): never a
+    UNet backbone. ``toy`` and ``shapes`` name a model of either family."""
+    from editors import flux_backbone
+
+    return spec in ALIASES or spec in flux_backbone.ALIASES or spec in (flux_backbone.TOY_SPEC, "shapes-flow")
+
+
 def flow_backbone_unavailable(editor: str, backbone: str) -> Optional[str]:
     """Why ``editor`` (a flow editor) cannot run on ``backbone``: a UNet alias, or the ShapesEdit flow model
     not trained yet (``--editors all`` then leaves the editor out with this reason); None otherwise."""

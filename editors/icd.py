@@ -174,6 +174,9 @@ class ICDEditor(Editor):
 
     @classmethod
     def backbone_unavailable(cls, backbone: str) -> Optional[str]:
+        why = super().backbone_unavailable(backbone)
+        if why:
+            return why
         if backbone == "shapes":
             try:
                 shapes_models_dir("icd")

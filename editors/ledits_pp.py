@@ -91,6 +91,9 @@ class LEditsPPEditor(Editor):
 
     @classmethod
     def backbone_unavailable(cls, backbone: str) -> Optional[str]:
+        why = super().backbone_unavailable(backbone)
+        if why:
+            return why
         if backbone == "shapes":  # --editors all only; named explicitly it runs
             return ("left out of --editors all on ShapesEdit: its UNet has no cross-attention at latent/4, which "
                     "LEDITS++'s implicit mask reads, so the method would run without it (not as published), "

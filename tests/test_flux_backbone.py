@@ -129,3 +129,17 @@ def test_encode_decode_and_noise_layout(bb):
     # noise drawn packed, as the FLUX reference code draws it with torch.randn_like on packed latents
     n = bb.randn_like(z, torch.Generator().manual_seed(3))
     assert torch.equal(bb.pack(n), torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(3)))
+
+
+def test_unet_editors_are_left_out_on_flow_backbones():
+    """``--editors all --backbone toy-flux`` (or sd3, flux-dev) runs the flow editors and leaves the SD1.x UNet
+    editors out with a reason instead of recording load failures; ``toy`` and ``shapes`` name both families."""
+    from editors.registry import resolve_editor_names
+
+    for spec in ("toy-flux", "sd3", "flux-dev", "shapes-flow"):
+        names, unavailable = resolve_editor_names("all", spec)
+        for unet_editor in ("ddim_p2p", "icd", "ledits_pp", "masactrl", "ip2p"):
+            assert unet_editor not in names and "rectified-flow" in unavailable[unet_editor], (spec, unet_editor)
+        assert {"flowedit", "rf_inversion", "identity"} <= set(names), spec
+    names, _ = resolve_editor_names("all", "toy")
+    assert {"ddim_p2p", "flowedit", "identity"} <= set(names)
