@@ -13,7 +13,8 @@ STEP_KEY = {"ddim_p2p": "num_ddim_steps", "nti_p2p": "num_ddim_steps", "npi_p2p"
             "direct_inversion_p2p": "num_ddim_steps", "masactrl": "num_ddim_steps",
             "direct_inversion_masactrl": "num_ddim_steps", "pnp": "num_ddim_steps",
             "direct_inversion_pnp": "num_ddim_steps", "ledits_pp": "num_inversion_steps",
-            "rf_inversion": "num_inversion_steps"}  # FlowEdit: its family's T and n_max, whatever --steps
+            "rf_inversion": "num_inversion_steps",  # FlowEdit: its family's T and n_max, whatever --steps
+            "rf_solver_edit": "num_steps", "fireflow": "num_steps"}
 
 
 def unit_costs(bb) -> dict:
@@ -92,7 +93,7 @@ def floor_units(name: str, cfg, extras: dict) -> tuple[float, str]:
     if name == "ledits_pp":
         k = len([c for key in ("ledits_add", "ledits_remove") for c in str(extras.get(key, "")).split("; ") if c])
         return n * (2 + k), f"{n} inversion + {n}x(1 + {k} concepts) edit"
-    if name in ("flowedit", "rf_inversion"):  # the transformer passes of the algorithm (1 or 2 with CFG)
+    if name in ("flowedit", "rf_inversion", "rf_solver_edit", "fireflow"):  # transformer passes (1 or 2 with CFG)
         k = int(extras["transformer_evals"])
         return k, f"{k} transformer passes ({extras.get('settings', '')})"
     if name == "icd":

@@ -14,9 +14,10 @@ PNG + JSONL writes) is measured separately and reported as a fraction of editor 
     python benchmarks/latency.py --device cuda --dtype bf16 --backbone sd-random    # real-size SD1.x, 512²
     python benchmarks/latency.py --backbone toy-flux --editors flowedit,rf_inversion --steps 28   # FLUX toy
 
-The flow editors (``flowedit``, ``rf_inversion``) run on ``toy`` (the SD3 toy) or ``toy-flux``; their
-references (``benchmarks/reference/flow.py``) are the loops as the authors' code runs them, and "UNet"
-counts their transformer passes. FlowEdit keeps its family's T and n_max whatever ``--steps`` says.
+The flow editors (``flowedit``, ``rf_inversion``, ``rf_solver_edit``, ``fireflow``) run on ``toy`` (the SD3
+toy) or ``toy-flux``; their references (``benchmarks/reference/flow.py``, ``rf_solver_edit.py``) are the
+loops as the authors' code runs them, and "UNet" counts their transformer passes. FlowEdit keeps its
+family's T and n_max whatever ``--steps`` says.
 
 ``--backbone sd-random`` builds the SD1.x architecture (UNet 860M, VAE, CLIP-L text encoder; the IP2P
 8-channel and iCD w-embedding variants; random rank-64 iCD adapters) with random weights, in memory:
@@ -45,7 +46,8 @@ from benchmarks.sd_random import register_sd_random, sd_random_icd_loras  # noqa
 from benchmarks.timing import peak_flops  # noqa: E402
 
 EDITORS = ("ddim_p2p", "nti_p2p", "npi_p2p", "ip2p", "pix2pix_zero", "icd", "direct_inversion_p2p", "masactrl",
-           "direct_inversion_masactrl", "pnp", "direct_inversion_pnp", "ledits_pp", "flowedit", "rf_inversion")
+           "direct_inversion_masactrl", "pnp", "direct_inversion_pnp", "ledits_pp", "flowedit", "rf_inversion",
+           "rf_solver_edit", "fireflow")
 VARIANT = {"ip2p": "ip2p", "icd": "icd"}
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
