@@ -64,7 +64,10 @@ def test_parity_with_the_shipped_pipeline(editor, smoke):
                    edit_guidance_scale=[cfg.edit_guidance_scale] * n, edit_threshold=[cfg.edit_threshold] * n,
                    use_intersect_mask=False, generator=g, output_type="pil").images[0]
         ref = np.asarray(ref.resize((512, 512), Image.BICUBIC))
-        assert np.abs(out.image.astype(int) - ref.astype(int)).max() <= 1
+        # float reassociation between the two call paths rounds a few 64-px values the other way; the bicubic
+        # upsample to 512 can make that 2 levels (measured on an AVX-512 CPU: 4 of 786k values, 0.13 % off by 1)
+        d = np.abs(out.image.astype(int) - ref.astype(int))
+        assert d.max() <= 2 and (d > 1).mean() <= 1e-4 and (d > 0).mean() <= 0.01
 
 
 def test_the_edit_comes_from_the_concepts(editor, smoke):
