@@ -82,16 +82,27 @@ class FlowEditEditor(Editor):
         if any(v is not None for v in given.values()):
             self.settings_name += " with overrides"
 
-    @torch.no_grad()
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        return self.edit_batch([sample], [generator])[0]
+
+    @torch.no_grad()
+    def edit_batch(self, samples: list, generators: list) -> list:
+        """Several samples in one transformer batch per branch; each row draws its noise from its own
+        generator in the order one sample alone would, so rows equal single edits up to float reassociation."""
         bb, c = self.backbone, self.settings
         T, n_avg, src_g, tar_g = c["T_steps"], c["n_avg"], c["src_guidance_scale"], c["tar_guidance_scale"]
-        src, tar = bb.encode_prompt([sample.source_prompt]), bb.encode_prompt([sample.target_prompt])
+        b = len(samples)
+        src = bb.encode_prompt([s.source_prompt for s in samples])
+        tar = bb.encode_prompt([s.target_prompt for s in samples])
         # FLUX: guidance-distilled, no negative branch (velocity ignores it); SD3: CFG, two passes
         flux = bb.family == "flux"
-        neg = None if flux else bb.encode_prompt([self.config.negative_prompt])
+        neg = None if flux else bb.encode_prompt([self.config.negative_prompt] * b)
         passes = 1 if flux else 2
-        x_src = bb.encode_image(sample.image)
+
+        def noise_like(x):
+            return torch.cat([bb.randn_like(x[j:j + 1], g) for j, g in enumerate(generators)])
+
+        x_src = torch.cat([bb.encode_image(s.image) for s in samples])
         timesteps, _ = bb.schedule(T)
         z_edit = x_src.clone().float()
         x_tar = None
@@ -104,8 +115,7 @@ class FlowEditEditor(Editor):
             if T - i > c["n_min"]:
                 v_delta = torch.zeros_like(z_edit)
                 for _ in range(n_avg):
-                    noise = bb.randn_like(x_src, generator)
-                    z_src = (1 - t_i) * x_src + t_i * noise
+                    z_src = (1 - t_i) * x_src + t_i * noise_like(x_src)
                     z_tar = z_edit.to(x_src.dtype) + z_src - x_src
                     v_src = bb.velocity(z_src, t, src, neg, src_g)
                     v_tar = bb.velocity(z_tar, t, tar, neg, tar_g)
@@ -114,12 +124,13 @@ class FlowEditEditor(Editor):
                 z_edit = z_edit + (t_next - t_i) * v_delta
             else:  # the last n_min steps: plain sampling from the target conditioning
                 if x_tar is None:
-                    noise = bb.randn_like(x_src, generator)
-                    x_tar = z_edit + ((1 - t_i) * x_src + t_i * noise) - x_src
+                    x_tar = z_edit + ((1 - t_i) * x_src + t_i * noise_like(x_src)) - x_src
                 x_tar = x_tar + (t_next - t_i) * bb.velocity(x_tar.to(x_src.dtype), t, tar, neg, tar_g).float()
                 evals += passes
         out = z_edit if x_tar is None else x_tar
         # uint8 by rounding, as the authors' ``pipe.image_processor.postprocess``
-        return EditOutput(image=bb.decode(out, quantize="round")[0],
-                          extras={"transformer_evals": evals, "settings": self.settings_name,
-                                  "final_latent": out.cpu().numpy()})
+        images = bb.decode(out, quantize="round")
+        return [EditOutput(image=images[j], extras={"transformer_evals": evals, "settings": self.settings_name,
+                                                    "final_latent": out[j:j + 1].cpu().numpy(),
+                                                    **({"batch_size": b} if b > 1 else {})})
+                for j in range(b)]

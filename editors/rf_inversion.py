@@ -75,12 +75,14 @@ class RFInversionEditor(Editor):
         self.settings_name = name if c.guidance_scale is None else f"{name} with guidance_scale {c.guidance_scale}"
 
     @torch.no_grad()
-    def invert(self, y0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Algorithm 1: the controlled forward ODE from the image latent to (near) y_1 (drawn here)."""
+    def invert(self, y0: torch.Tensor, generator) -> torch.Tensor:
+        """Algorithm 1: the controlled forward ODE from the image latent to (near) y_1, drawn here from
+        ``generator`` (or one generator per row of ``y0``)."""
         bb, c = self.backbone, self.config
         _, sigmas = bb.schedule(c.num_inversion_steps)
-        cond = bb.encode_prompt([c.source_prompt])
-        y1 = bb.randn_like(y0, generator)
+        gens = generator if isinstance(generator, (list, tuple)) else [generator]
+        cond = bb.encode_prompt([c.source_prompt] * len(gens))
+        y1 = torch.cat([bb.randn_like(y0[j:j + 1], g) for j, g in enumerate(gens)])
         y, n = y0, len(sigmas)
         for i in range(n - 1):
             t_i = i / n
@@ -93,17 +95,23 @@ class RFInversionEditor(Editor):
         """y_0: a posterior sample of the VAE, as the community pipeline's ``encode_image`` takes it."""
         return self.backbone.encode_image(sample.image, sample=True, generator=generator)
 
-    @torch.no_grad()
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        return self.edit_batch([sample], [generator])[0]
+
+    @torch.no_grad()
+    def edit_batch(self, samples: list, generators: list) -> list:
+        """Several samples in one transformer batch; each row draws y_0 and y_1 from its own generator in
+        the order one sample alone would, so rows equal single edits up to float reassociation."""
         bb, c = self.backbone, self.config
-        y0 = self.encode(sample, generator)
-        x = self.invert(y0, generator)
+        b = len(samples)
+        y0 = torch.cat([self.encode(s, g) for s, g in zip(samples, generators)])
+        x = self.invert(y0, generators)
         timesteps, sigmas = bb.schedule(c.num_inversion_steps)
         n = len(timesteps)
         start, stop = int(c.start_timestep * n), min(int(c.stop_timestep * n), n)
-        tar = bb.encode_prompt([sample.target_prompt])
+        tar = bb.encode_prompt([s.target_prompt for s in samples])
         flux = bb.family == "flux"
-        neg = None if flux else bb.encode_prompt([c.negative_prompt])
+        neg = None if flux else bb.encode_prompt([c.negative_prompt] * b)
         for i, t in enumerate(timesteps):
             v = -bb.velocity(x, t, tar, neg, self.guidance_scale)
             if start <= i < stop:
@@ -111,6 +119,9 @@ class RFInversionEditor(Editor):
             x = x + v * (sigmas[i] - sigmas[i + 1])
         passes = 1 if flux or self.guidance_scale == 1.0 else 2
         # uint8 by rounding, as the pipeline's postprocess (``numpy_to_pil``)
-        return EditOutput(image=bb.decode(x, quantize="round")[0],
-                          extras={"final_latent": x.cpu().numpy(), "settings": self.settings_name,
-                                  "transformer_evals": n + passes * n})
+        images = bb.decode(x, quantize="round")
+        return [EditOutput(image=images[j], extras={"final_latent": x[j:j + 1].cpu().numpy(),
+                                                    "settings": self.settings_name,
+                                                    "transformer_evals": n + passes * n,
+                                                    **({"batch_size": b} if b > 1 else {})})
+                for j in range(b)]

@@ -140,3 +140,18 @@ def test_flux_sampling_branch_matches_the_flux_pipeline():
                   height=bb.resolution, width=bb.resolution, max_sequence_length=bb.max_sequence_length,
                   output_type="latent").images
     assert torch.allclose(torch.from_numpy(out.extras["final_latent"]), bb.unpack(ref), atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["toy", "toy-flux"])
+def test_batch_equals_one_by_one(backbone):
+    """edit_batch: three samples in one transformer batch give each sample's single edit (its own noise draws)."""
+    e = FlowEditEditor(T_steps=6, n_max=4, n_min=1)  # n_min 1: the plain-sampling tail is batched too
+    e.load(backbone)
+    samples = [_sample(seed=k, tar=t) for k, t in enumerate(("a [dog] on a table", "a cat on a [chair]",
+                                                            "a [red] cat on a table"))]
+    batch = e.edit_batch(samples, [torch.Generator().manual_seed(10 + k) for k in range(3)])
+    for k, s in enumerate(samples):
+        one = e.edit(s, torch.Generator().manual_seed(10 + k))
+        assert np.abs(batch[k].extras["final_latent"] - one.extras["final_latent"]).max() < 1e-4
+        assert np.abs(batch[k].image.astype(int) - one.image.astype(int)).max() <= 1
+    assert np.abs(batch[0].extras["final_latent"] - batch[1].extras["final_latent"]).max() > 1e-2

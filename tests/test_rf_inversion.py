@@ -75,3 +75,20 @@ def test_eta_pulls_towards_the_source(backbone):
         dist.append(float((torch.from_numpy(out.extras["final_latent"]) - y0).pow(2).mean()))
         assert np.array_equal(out.image, e.edit(s, torch.Generator().manual_seed(0)).image)
     assert dist[1] < dist[0]
+
+
+@pytest.mark.parametrize("backbone", ["toy", "toy-flux"])
+def test_batch_equals_one_by_one(backbone):
+    """edit_batch: each row draws y_0 and y_1 from its own generator as a single edit does."""
+    e = RFInversionEditor(num_inversion_steps=6, stop_timestep=0.5)
+    e.load(backbone)
+    rng = np.random.default_rng(3)
+    samples = [Sample(id=f"s{k}", edit_type=0, source_prompt_raw="a cat", target_prompt_raw=t,
+                      mask=np.zeros((512, 512), bool), _image=rng.integers(0, 255, (512, 512, 3), dtype=np.uint8))
+               for k, t in enumerate(("a [dog]", "a [red] cat", "a cat [on grass]"))]
+    batch = e.edit_batch(samples, [torch.Generator().manual_seed(20 + k) for k in range(3)])
+    for k, s in enumerate(samples):
+        one = e.edit(s, torch.Generator().manual_seed(20 + k))
+        assert np.abs(batch[k].extras["final_latent"] - one.extras["final_latent"]).max() < 1e-4
+        assert np.abs(batch[k].image.astype(int) - one.image.astype(int)).max() <= 1
+    assert np.abs(batch[0].extras["final_latent"] - batch[1].extras["final_latent"]).max() > 1e-2

@@ -27,14 +27,21 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
     # target row runs the largest, as iCD's w = 19 is the largest of its (0, 7, 11, 15, 19); 6.5 in the
     # editor's convention is the CFG 7.5 every other ShapesEdit editor uses
     "icd": {"guidance_scale": "6.5"},
+    # the flow editors on the ShapesEdit flow model (SD3 layout, so SD3's settings): 10 steps as the others;
+    # FlowEdit skips the same fraction of them (n_max 33 of 50 -> 7 of 10); RF-Inversion's start/stop are
+    # fractions already; RF-Solver-Edit's value sharing keeps its share of the steps (2 of 15 -> 1 of 10);
+    # FireFlow's 8 steps are fewer already
+    "flowedit": {"T_steps": "10", "n_max": "7"},
+    "rf_inversion": {"num_inversion_steps": "10"},
+    "rf_solver_edit": {"num_steps": "10", "inject": "1"},
 }
 # editors that batch (the P2P editors, ip2p, pix2pix_zero) edit this many samples per call: on a CPU a tiny
 # UNet at batch 10 costs far less than ten calls at batch 1; outputs equal unbatched ones up to float
 # reassociation
 EMBEDDED_BATCH_SIZE = 10
 EMBEDDED_NOTE = ("embedded default: ShapesEdit on the ShapesEdit models trained in this repo, 10 sampling "
-                 "steps (PIE-Bench: 50) and null-text inner steps 3 (PIE-Bench: 10), ~10 min for every editor on 2 "
-                 "CPU cores (--limit 20 for a quick look); pass --data/--backbone for the PIE-Bench settings")
+                 "steps (PIE-Bench: 50) and null-text inner steps 3 (PIE-Bench: 10), one process per CPU core "
+                 "(--limit 20 for a quick look); pass --data/--backbone for the PIE-Bench settings")
 
 
 def default_backbone(data: str) -> str:
