@@ -110,26 +110,32 @@ def flux_model_index() -> dict:
             "image_encoder": [None, None], "feature_extractor": [None, None]}
 
 
-def build_toy_flux_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
-    """Create (once) the toy FLUX (guidance-distilled, as FLUX.1-dev) as a diffusers FluxPipeline folder."""
+def write_toy_flux_components(tmp: Path, cfg: dict, seed: int, pipeline_class: str = "FluxPipeline") -> None:
+    """The toy FLUX's components, each from its own seed, and a model index naming ``pipeline_class`` (the
+    Kontext toy is the same model under ``FluxKontextPipeline``, with another VAE config)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
+    torch.manual_seed(seed)
+    FluxTransformer2DModel(**cfg["transformer"]).save_pretrained(tmp / "transformer")
+    torch.manual_seed(seed + 1)
+    AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae")
+    torch.manual_seed(seed + 2)
+    CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / "text_encoder")
+    write_clip_tokenizer_files(tmp / "tokenizer")
+    torch.manual_seed(seed + 3)
+    T5EncoderModel(T5Config(**cfg["text_encoder_2"])).save_pretrained(tmp / "text_encoder_2")
+    write_t5_tokenizer_files(tmp / "tokenizer_2")
+    FlowMatchEulerDiscreteScheduler(**cfg["scheduler"]).save_pretrained(tmp / "scheduler")
+    (tmp / "model_index.json").write_text(json.dumps(dict(flux_model_index(), _class_name=pipeline_class), indent=2))
+
+
+def build_toy_flux_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
+    """Create (once) the toy FLUX (guidance-distilled, as FLUX.1-dev) as a diffusers FluxPipeline folder."""
     cfg = toy_flux_configs()
 
     def write(tmp: Path) -> None:
-        torch.manual_seed(seed)
-        FluxTransformer2DModel(**cfg["transformer"]).save_pretrained(tmp / "transformer")
-        torch.manual_seed(seed + 1)
-        AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae")
-        torch.manual_seed(seed + 2)
-        CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / "text_encoder")
-        write_clip_tokenizer_files(tmp / "tokenizer")
-        torch.manual_seed(seed + 3)
-        T5EncoderModel(T5Config(**cfg["text_encoder_2"])).save_pretrained(tmp / "text_encoder_2")
-        write_t5_tokenizer_files(tmp / "tokenizer_2")
-        FlowMatchEulerDiscreteScheduler(**cfg["scheduler"]).save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps(flux_model_index(), indent=2))
+        write_toy_flux_components(tmp, cfg, seed)
         (tmp / "pie_bench.json").write_text(json.dumps({"toy": "flux", "resolution": TOY_RESOLUTION}))
 
     return toy_folder("flux", cfg, seed, write, root)

@@ -29,14 +29,13 @@ image tokens; at 32x it is 2 x 256.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from editors.backbone import TOY_SEED, toy_folder, write_clip_tokenizer_files
+from editors.backbone import TOY_SEED, toy_folder
 from editors.base import EditorConfig
 from editors.pipeline_editor import PipelineEditor
 
@@ -61,29 +60,14 @@ def toy_kontext_configs() -> dict:
 
 
 def build_toy_kontext_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> Path:
-    """Create (once) the toy FLUX.1 Kontext as a diffusers FluxKontextPipeline folder."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    from editors.flux_backbone import flux_model_index, write_t5_tokenizer_files
+    """Create (once) the toy FLUX.1 Kontext as a diffusers FluxKontextPipeline folder: the toy FLUX's seeds per
+    component, so everything but the VAE has the toy FLUX's weights."""
+    from editors.flux_backbone import write_toy_flux_components
 
     cfg = toy_kontext_configs()
 
     def write(tmp: Path) -> None:
-        # the toy FLUX's seeds per component, so everything but the VAE has the toy FLUX's weights
-        torch.manual_seed(seed)
-        FluxTransformer2DModel(**cfg["transformer"]).save_pretrained(tmp / "transformer")
-        torch.manual_seed(seed + 1)
-        AutoencoderKL(**cfg["vae"]).save_pretrained(tmp / "vae")
-        torch.manual_seed(seed + 2)
-        CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])).save_pretrained(tmp / "text_encoder")
-        write_clip_tokenizer_files(tmp / "tokenizer")
-        torch.manual_seed(seed + 3)
-        T5EncoderModel(T5Config(**cfg["text_encoder_2"])).save_pretrained(tmp / "text_encoder_2")
-        write_t5_tokenizer_files(tmp / "tokenizer_2")
-        FlowMatchEulerDiscreteScheduler(**cfg["scheduler"]).save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps(dict(flux_model_index(),
-                                                              _class_name="FluxKontextPipeline"), indent=2))
+        write_toy_flux_components(tmp, cfg, seed, "FluxKontextPipeline")
 
     return toy_folder("flux-kontext", cfg, seed, write, root)
 
