@@ -158,7 +158,9 @@ def test_fid_kid_is_match_torch_fidelity_on_identical_toy_weights(toy_inception)
             "kid": fidm.KIDSource(estimator="unpaired").statistic(fa, fb, ids),
             "isc": fidm.ISEdited().statistic(fa, None, ids)}
     assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-3)
-    assert ours["kid"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-3)
+    # KID sits near 0 here (-1.2e-4): float32 rounding of its O(1) kernel terms moved it by 2e-7 on an AVX-512 CPU,
+    # so an absolute floor far below any estimator difference (2/(n-1) of the kernel gap) joins the relative one
+    assert ours["kid"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
     assert ours["isc"] == pytest.approx(ref["inception_score_mean"], rel=1e-3)
     assert ours["fid"] > 0 and ours["isc"] > 1.0  # toy weights still separate two image sets
 
