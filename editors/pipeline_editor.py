@@ -8,7 +8,7 @@ card's settings); the harness adds only what surrounds the call:
   * a batch (``--batch-size``) is one call with lists: images, instructions and one generator per sample. Both
     pipelines draw each row's initial noise from that row's generator and encode the source with the VAE's
     posterior mode, so a row does not depend on its batch-mates (outputs equal one-by-one up to float
-    reassociation; ``tests/test_qwen_image_edit.py``, ``tests/test_flux_kontext.py``);
+    reassociation; ``tests/test_instruction_editors.py``);
   * the pipeline works at its own resolution (both choose 1024x1024 for a square source: PIE-Bench's 512x512 is
     upsampled inside the pipeline, as a user's call does); the editor computes that size the pipeline's way
     and passes it, so it knows how to unpack the latents;
