@@ -83,6 +83,10 @@ def run_reference(name: str, ed, sample, seed: int):
         from benchmarks.reference.flow import rf_inversion_reference
 
         return rf_inversion_reference(ed, sample, g)
+    if name in ("flux_kontext", "qwen_image_edit"):
+        from benchmarks.reference.pipeline import pipeline_reference
+
+        return pipeline_reference(ed, sample, g)
     if name in ("rf_solver_edit", "fireflow"):
         from benchmarks.reference.rf_solver_edit import rf_solver_edit_reference
 

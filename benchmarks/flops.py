@@ -14,7 +14,8 @@ STEP_KEY = {"ddim_p2p": "num_ddim_steps", "nti_p2p": "num_ddim_steps", "npi_p2p"
             "direct_inversion_masactrl": "num_ddim_steps", "pnp": "num_ddim_steps",
             "direct_inversion_pnp": "num_ddim_steps", "ledits_pp": "num_inversion_steps",
             "rf_inversion": "num_inversion_steps",  # FlowEdit: its family's T and n_max, whatever --steps
-            "rf_solver_edit": "num_steps", "fireflow": "num_steps"}
+            "rf_solver_edit": "num_steps", "fireflow": "num_steps",
+            "flux_kontext": "num_inference_steps", "qwen_image_edit": "num_inference_steps"}
 
 
 def unit_costs(bb) -> dict:
@@ -24,6 +25,8 @@ def unit_costs(bb) -> dict:
 
     from benchmarks.reference.common import explicit_attention
 
+    if hasattr(bb, "decode_pixels"):  # an instruction editor's pipeline
+        return pipeline_unit_costs(bb)
     if not hasattr(bb, "unet"):
         return flow_unit_costs(bb)
     r, f = bb.resolution, bb.vae_scale_factor
@@ -71,6 +74,38 @@ def flow_unit_costs(bb) -> dict:
     return out
 
 
+def pipeline_unit_costs(bb) -> dict:
+    """An instruction pipeline's unit costs, counted inside one 1-step call on a grey 512-px source at the
+    pipeline's own working size: U the first transformer forward, E the first VAE encode, D the first decode
+    (methods wrapped for the call, so the pipeline's own inputs are counted, packing and conditioning included)."""
+    from PIL import Image
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe, out = bb.pipe, {}
+    targets = {"U": (pipe.transformer, "forward"), "E": (pipe.vae, "encode"), "D": (pipe.vae, "decode")}
+    saved = {k: getattr(m, name) for k, (m, name) in targets.items()}
+
+    def counting(key, fn):
+        def wrapped(*args, **kwargs):
+            if key in out:
+                return fn(*args, **kwargs)
+            with FlopCounterMode(display=False) as fc:
+                res = fn(*args, **kwargs)
+            out[key] = fc.get_total_flops()
+            return res
+        return wrapped
+
+    for key, (m, name) in targets.items():
+        setattr(m, name, counting(key, saved[key]))
+    try:
+        with torch.no_grad():
+            pipe(image=Image.new("RGB", (512, 512), (128, 128, 128)), prompt="make it red", num_inference_steps=2)
+    finally:
+        for key, (m, name) in targets.items():
+            delattr(m, name)  # the instance attribute shadowed the class's method
+    return out
+
+
 def floor_units(name: str, cfg, extras: dict) -> tuple[float, str]:
     """Minimal UNet forward-equivalents per image (editors.md §7; fwd+bwd without weight gradients =
     2.08 U for NTI, 2.15 U for Pix2Pix-Zero's guidance step)."""
@@ -93,7 +128,8 @@ def floor_units(name: str, cfg, extras: dict) -> tuple[float, str]:
     if name == "ledits_pp":
         k = len([c for key in ("ledits_add", "ledits_remove") for c in str(extras.get(key, "")).split("; ") if c])
         return n * (2 + k), f"{n} inversion + {n}x(1 + {k} concepts) edit"
-    if name in ("flowedit", "rf_inversion", "rf_solver_edit", "fireflow"):  # transformer passes (1 or 2 with CFG)
+    if name in ("flowedit", "rf_inversion", "rf_solver_edit", "fireflow", "flux_kontext", "qwen_image_edit"):
+        # transformer passes (1, or 2 with classifier-free guidance)
         k = int(extras["transformer_evals"])
         return k, f"{k} transformer passes ({extras.get('settings', '')})"
     if name == "icd":

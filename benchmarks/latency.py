@@ -47,7 +47,7 @@ from benchmarks.timing import peak_flops  # noqa: E402
 
 EDITORS = ("ddim_p2p", "nti_p2p", "npi_p2p", "ip2p", "pix2pix_zero", "icd", "direct_inversion_p2p", "masactrl",
            "direct_inversion_masactrl", "pnp", "direct_inversion_pnp", "ledits_pp", "flowedit", "rf_inversion",
-           "rf_solver_edit", "fireflow")
+           "rf_solver_edit", "fireflow", "flux_kontext", "qwen_image_edit")
 VARIANT = {"ip2p": "ip2p", "icd": "icd"}
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}

@@ -142,3 +142,20 @@ def test_list_editors_shows_backbones_and_needs():
         end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("│  "))  # the next row
         row = " ".join(lines[start:end])
         assert "instruction" in row and spec["spec"] in row and "GB bf16" in row and "toy" in row, row
+
+
+def test_latency_script_times_the_editor_against_the_pipeline_call(tmp_path):
+    """benchmarks/latency.py on Kontext's toy: the reference is the model card's pipeline call (equal latents),
+    both sides' transformer passes are counted by the same hook, the floor is E + D + passes x U."""
+    import json
+
+    from benchmarks.latency import main
+
+    out = tmp_path / "bench.json"
+    rc = main(["--device", "cpu", "--backbone", "toy", "--editors", "flux_kontext", "--steps", str(STEPS),
+               "--repeats", "1", "--warmup", "0", "--no-count-flops", "--no-overhead", "--out", str(out)])
+    r = json.loads(out.read_text())["editors"]["flux_kontext"]
+    assert rc == 0 and r["status"] == "ok" and r["check"]["passed"], r
+    assert r["unet_evals_per_image"] == {"ours": STEPS, "reference": STEPS}
+    f = r["flops"]
+    assert min(f["U"], f["E"], f["D"]) > 0 and f["floor"] == pytest.approx(f["E"] + f["D"] + STEPS * f["U"])

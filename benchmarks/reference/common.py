@@ -93,7 +93,8 @@ def unets_of(editor) -> list:
     bb = getattr(editor, "backbone", None) or getattr(editor, "bb")
     extra = list(getattr(editor, "models", {}).values()) if isinstance(getattr(editor, "models", None), dict) else []
     out = []
-    for u in [getattr(bb, "unet", None) or bb.transformer, *extra]:  # a flow backbone's transformer
+    # a flow backbone's transformer; an instruction editor's pipeline's
+    for u in [getattr(bb, "unet", None) or getattr(bb, "transformer", None) or bb.pipe.transformer, *extra]:
         if all(u is not o for o in out):
             out.append(u)
     return out
