@@ -48,8 +48,8 @@ KILL_WINDOW = {1: (0.5, 9.0), 2: (1.0, 15.0)}
 def bench_cmd(data: Path, out: Path, world: int, seed: int) -> list[str]:
     args = ["cli.py", "bench", "--data", str(data), "--editors", EDITORS, "--metrics", METRICS,
             "--editor-arg", f"flaky.fault_seed={seed}", "--no-progress", "--no-report", "--out", str(out)]
-    if world == 1:
-        return [sys.executable, *args]
+    if world == 1:  # one process: not the default's one rank per core (bench --processes auto)
+        return [sys.executable, *args, "--processes", "1"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world), *args]
 
 
