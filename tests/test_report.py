@@ -307,3 +307,34 @@ def test_templates_escape_dataset_strings(tmp_path):
         assert not re.search(r"\bMarkup\(|\bSafe\(|__html__", src) or path.name == "render.py", path.name
     for path in (package / "templates").glob("*.html.j2"):
         assert not re.search(r"\|\s*safe\b|autoescape\s+false", path.read_text()), path.name
+
+
+def test_thumbnails_made_ahead_on_threads_equal_the_ones_made_in_turn(tmp_path):
+    """ThumbCache.warm makes the edits' thumbnails concurrently: the same files ``file`` makes one by one, a corrupt
+    source is left for ``file`` to report, and a 512-px image halves by the exact box mean."""
+    from PIL import Image
+
+    from pie_bench.report.thumbnails import ThumbCache
+
+    rng = np.random.default_rng(0)
+    srcs = []
+    for k in range(6):
+        p = tmp_path / f"src{k}.png"
+        # smooth (as an upsampled model output is), so JPEG's chroma subsampling leaves the comparison below alone
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((512, 512), Image.BICUBIC).save(p)
+        srcs.append(p)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    ahead, in_turn = ThumbCache(tmp_path / "a"), ThumbCache(tmp_path / "b")
+    ahead.warm([(s, tmp_path / "a" / "images" / f"{s.stem}.jpg") for s in srcs + [bad]], workers=2)
+    for s in srcs:
+        in_turn.file(s, tmp_path / "b" / "images" / f"{s.stem}.jpg")
+        a = (tmp_path / "a" / "images" / f"{s.stem}.jpg").read_bytes()
+        assert a == (tmp_path / "b" / "images" / f"{s.stem}.jpg").read_bytes()
+        assert ahead.fresh(tmp_path / "a" / "images" / f"{s.stem}.jpg", in_turn.table[f"{s.stem}.jpg"])
+    with pytest.raises(Exception):
+        ahead.file(bad, tmp_path / "a" / "images" / "bad.jpg")
+    img = np.asarray(Image.open(srcs[0]).convert("RGB")).astype(float)
+    box = img.reshape(256, 2, 256, 2, 3).mean((1, 3))
+    thumb = np.asarray(Image.open(tmp_path / "a" / "images" / "src0.jpg")).astype(float)
+    assert thumb.shape == (256, 256, 3) and np.abs(thumb - box).mean() < 1.5  # JPEG q90 of the box mean

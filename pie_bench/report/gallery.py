@@ -17,6 +17,7 @@ from pie_bench.report.model import BoardView, DatasetView, Metric
 from pie_bench.report.thumbnails import ThumbCache, mask_overlay
 from pie_bench.run.results import SampleRecord
 from pie_bench.run.run_folder import RunFolder
+from pie_bench.run.spawn import usable_cores
 
 LAZY_AFTER = 24  # rows beyond this load their images lazily (a full 700-sample run is ~6000 images)
 
@@ -195,6 +196,10 @@ def build_gallery(rows: list[GalleryRow], editors: list[str], view: BoardView, r
     if has_target:
         head.append(("target", None))
     head += [(e, e) for e in editors]
+    # the edits' thumbnails first, on every core; the loop below then finds them made (or reports the failures)
+    cache.warm([(run_dir / rec.image, img_dir / safe_name(ed) / f"{safe_name(row.sample_id)}.jpg")
+                for row in rows for ed, rec in row.records.items()
+                if ed in editors and rec.status == "ok" and rec.image], workers=usable_cores())
     out = []
     for i, row in enumerate(rows):
         lazy = i >= LAZY_AFTER

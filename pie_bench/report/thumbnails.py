@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,11 @@ def write_thumb(image, dest: Path, size: int = THUMB) -> None:
     """JPEG thumbnail (lossy is fine here: the metrics were computed on the lossless PNGs)."""
     img = Image.fromarray(image) if isinstance(image, np.ndarray) else image
     img = img.convert("RGB")
-    img.thumbnail((size, size), Image.LANCZOS)
+    f = max(img.size) // size
+    if f >= 2 and max(img.size) == f * size and img.size[0] % f == 0 and img.size[1] % f == 0:
+        img = img.reduce(f)  # an exact integer factor (PIE-Bench's 512 -> 256): the box mean, ~10x cheaper than Lanczos
+    else:
+        img.thumbnail((size, size), Image.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=JPEG_QUALITY)
     write_file(dest, buf.getvalue())
@@ -65,6 +70,19 @@ class ThumbCache:
                 img.load()
                 write_thumb(img, dest)
             self.made(dest, key)
+
+    def warm(self, pairs, workers: int = 2) -> None:
+        """Make the thumbnails of image files ``[(src, dest)]`` that are not fresh, ``workers`` at a time (PNG
+        decoding, resizing and JPEG encoding release the GIL): a run's gallery holds one per edit. A failure is
+        left for ``file`` to raise again where the gallery reports it per cell."""
+        def one(pair) -> None:
+            try:
+                self.file(*pair)
+            except Exception:
+                pass
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(one, [(s, d) for s, d in pairs if s.is_file()]))
 
     def array(self, make, dest: Path, key: str) -> None:
         """Thumbnail of ``make()`` (called only when ``key`` changed)."""
