@@ -29,11 +29,12 @@ EMBEDDED_EDITOR_ARGS: dict[str, dict[str, str]] = {
     "icd": {"guidance_scale": "6.5"},
     # the flow editors on the ShapesEdit flow model (SD3 layout, so SD3's settings): 10 steps as the others;
     # FlowEdit skips the same fraction of them (n_max 33 of 50 -> 7 of 10); RF-Inversion's start/stop are
-    # fractions already; RF-Solver-Edit's value sharing keeps its share of the steps (2 of 15 -> 1 of 10);
-    # FireFlow's 8 steps are fewer already
+    # fractions already; RF-Solver-Edit runs FireFlow's 8 steps (its paper: 15), so the two solvers meet at equal
+    # steps (at 10 it added 17 s to the run, over the 15 s an editor may add), its value sharing keeping its
+    # share of them (2 of 15 -> 1 of 8); FireFlow's 8 steps are fewer already
     "flowedit": {"T_steps": "10", "n_max": "7"},
     "rf_inversion": {"num_inversion_steps": "10"},
-    "rf_solver_edit": {"num_steps": "10", "inject": "1"},
+    "rf_solver_edit": {"num_steps": "8", "inject": "1"},
 }
 # editors that batch (the P2P editors, ip2p, pix2pix_zero) edit this many samples per call: on a CPU a tiny
 # UNet at batch 10 costs far less than ten calls at batch 1; outputs equal unbatched ones up to float
