@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -28,6 +30,7 @@ def flow_backbone(ckpt: Optional[str] = None):
     from editors.flow_backbone import load_flow_backbone
 
     bb = load_flow_backbone("shapes")
+    bb.model_id = os.path.relpath(bb.model_id) if Path(bb.model_id).is_relative_to(Path.cwd()) else bb.model_id
     if ckpt:
         state = torch.load(ckpt, weights_only=True)
         bb.transformer.load_state_dict(state["modules"]["transformer"])
