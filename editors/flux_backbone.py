@@ -32,8 +32,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from editors.backbone import (TOY_RESOLUTION, TOY_SEED, image_to_tensor, images_to_uint8, quiet_hf_progress,
-                              toy_folder, write_clip_tokenizer_files)
+from editors.backbone import (TOY_RESOLUTION, TOY_SEED, quiet_hf_progress, toy_folder,
+                              write_clip_tokenizer_files)
+from editors.flow_backbone import FlowBackbone
 from pie_bench.core.errors import ConfigError
 
 ALIASES = {"flux-dev": "black-forest-labs/FLUX.1-dev", "flux-schnell": "black-forest-labs/FLUX.1-schnell"}
@@ -146,23 +147,11 @@ def build_toy_flux_folder(seed: int = TOY_SEED, root: Optional[Path] = None) -> 
 
 
 @dataclass
-class FluxBackbone:
-    pipe: object  # FluxPipeline
-    model_id: str
-    is_toy: bool
-    device: torch.device
-    dtype: torch.dtype
-    resolution: int
-    max_sequence_length: int
+class FluxBackbone(FlowBackbone):
+    """FLUX.1 behind the flow-backbone interface (fields, properties, scheduler, VAE encode and decode are
+    FlowBackbone's: the same diffusers calls): packed latents, image ids and the guidance embedding inside."""
+
     family: str = "flux"
-
-    @property
-    def transformer(self):
-        return self.pipe.transformer
-
-    @property
-    def vae(self):
-        return self.pipe.vae
 
     @property
     def guidance_embeds(self) -> bool:
@@ -184,11 +173,6 @@ class FluxBackbone:
     def image_ids(self) -> torch.Tensor:
         n = self.latent_size // 2
         return self.pipe._prepare_latent_image_ids(1, n, n, self.device, self.dtype)
-
-    def new_scheduler(self, **overrides):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        return FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config, **overrides)
 
     def schedule(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """FluxPipeline's timesteps for ``steps`` at this resolution (sigmas linspace(1, 1/N, N), shifted by
@@ -243,22 +227,6 @@ class FluxBackbone:
         b, c, h, w = z.shape
         n = torch.randn((b, (h // 2) * (w // 2), c * 4), generator=generator).to(device=z.device, dtype=z.dtype)
         return self.unpack(n)
-
-    @torch.no_grad()
-    def encode_image(self, image: np.ndarray, *, sample: bool = False,
-                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """uint8 (512,512,3) -> FLUX latent ((z - shift) * scale) of the VAE posterior mean, or a posterior
-        sample drawn from ``generator`` (``sample``)."""
-        x = image_to_tensor(image, self.resolution).to(self.device, self.dtype)
-        dist = self.vae.encode(x).latent_dist
-        z = dist.sample(generator=generator) if sample else dist.mean
-        return (z - self.vae.config.shift_factor) * self.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, size: Optional[int] = 512, quantize: str = "truncate") -> np.ndarray:
-        """Unpacked latents -> uint8 (B, size, size, 3); ``size`` None keeps the native resolution."""
-        x = self.vae.decode(z.to(self.dtype) / self.vae.config.scaling_factor + self.vae.config.shift_factor).sample
-        return images_to_uint8(x, size, quantize)
 
 
 _CACHE: dict[tuple, FluxBackbone] = {}
