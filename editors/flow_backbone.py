@@ -27,6 +27,7 @@ import torch
 
 from editors.backbone import (TOY_RESOLUTION, TOY_SEED, image_to_tensor, images_to_uint8, quiet_hf_progress,
                               toy_folder, write_clip_tokenizer_files)
+from editors.base import Editor
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.paths import shapes_models_dir
 
@@ -234,3 +235,24 @@ def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = tor
                           max_sequence_length=int(harness_settings(path).get("max_sequence_length", 256)))
         _CACHE[key] = bb
         return bb
+
+
+class FlowEditor(Editor):
+    """What the rectified-flow editors share: they list the flow backbones, refuse the UNet family with the
+    reason, and load their backbone (SD3 or FLUX family, by the spec) into ``self.backbone`` once
+    ``check_config`` has passed, so a bad setting fails before any weights load."""
+
+    backbones = FLOW_BACKBONES
+
+    @classmethod
+    def backbone_unavailable(cls, backbone: str) -> Optional[str]:
+        return flow_backbone_unavailable(cls.name, backbone)
+
+    def check_config(self) -> None:
+        """Raise ``ConfigError`` for settings the method cannot run with."""
+
+    def load(self, backbone: str = "toy", device="cpu", dtype: torch.dtype = torch.float32) -> None:
+        super().load(backbone, device, dtype)
+        self.check_config()
+        self.backbone = load_flow_backbone(self.backbone_id, device, dtype)
+

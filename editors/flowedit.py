@@ -29,8 +29,8 @@ from typing import Optional
 
 import torch
 
-from editors.base import EditOutput, Editor, EditorConfig
-from editors.flow_backbone import FLOW_BACKBONES, flow_backbone_unavailable, load_flow_backbone
+from editors.base import EditOutput, EditorConfig
+from editors.flow_backbone import FlowEditor
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
@@ -56,21 +56,15 @@ class FlowEditConfig(EditorConfig):
     negative_prompt: str = ""
 
 
-class FlowEditEditor(Editor):
+class FlowEditEditor(FlowEditor):
     name = "flowedit"
     Config = FlowEditConfig
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     paper = "Kulikov et al., FlowEdit: Inversion-Free Text-Based Editing Using Pre-Trained Flow Models, 2024"
     stochastic = True
-    backbones = FLOW_BACKBONES
-
-    @classmethod
-    def backbone_unavailable(cls, backbone: str) -> Optional[str]:
-        return flow_backbone_unavailable(cls.name, backbone)
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         super().load(backbone, device, dtype)
-        self.backbone = load_flow_backbone(self.backbone_id, device, dtype)
         # the config stays as given (its hash is fixed before loading); the family's values fill its Nones
         self.settings_name, family = FAMILY_DEFAULTS[self.backbone.family]
         given = {k: getattr(self.config, k) for k in family}

@@ -29,8 +29,8 @@ from typing import Optional
 
 import torch
 
-from editors.base import EditOutput, Editor, EditorConfig
-from editors.flow_backbone import FLOW_BACKBONES, flow_backbone_unavailable, load_flow_backbone
+from editors.base import EditOutput, EditorConfig
+from editors.flow_backbone import FlowEditor
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
@@ -52,24 +52,21 @@ class RFInversionConfig(EditorConfig):
     negative_prompt: str = ""  # SD3 only
 
 
-class RFInversionEditor(Editor):
+class RFInversionEditor(FlowEditor):
     name = "rf_inversion"
     Config = RFInversionConfig
     requires = frozenset({"image", "target_prompt"})
     paper = "Rout et al., Semantic Image Inversion and Editing using Rectified Stochastic Differential Equations, ICLR 2025"
     stochastic = True  # y_0's posterior sample and y_1 are drawn from the sample's generator
-    backbones = FLOW_BACKBONES
 
-    @classmethod
-    def backbone_unavailable(cls, backbone: str) -> Optional[str]:
-        return flow_backbone_unavailable(cls.name, backbone)
+    def check_config(self) -> None:
+        c = self.config
+        if c.num_inversion_steps < 1 or not (0 <= c.start_timestep <= c.stop_timestep <= 1):
+            raise ConfigError("rf_inversion: need num_inversion_steps >= 1 and 0 <= start_timestep <= stop_timestep <= 1")
 
     def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
         super().load(backbone, device, dtype)
         c = self.config
-        if c.num_inversion_steps < 1 or not (0 <= c.start_timestep <= c.stop_timestep <= 1):
-            raise ConfigError("rf_inversion: need num_inversion_steps >= 1 and 0 <= start_timestep <= stop_timestep <= 1")
-        self.backbone = load_flow_backbone(self.backbone_id, device, dtype)
         name, guidance = FAMILY_GUIDANCE[self.backbone.family]
         self.guidance_scale = guidance if c.guidance_scale is None else c.guidance_scale
         self.settings_name = name if c.guidance_scale is None else f"{name} with guidance_scale {c.guidance_scale}"

@@ -49,8 +49,8 @@ from typing import Callable, Optional
 import torch
 
 from editors.attention import swapped_processors
-from editors.base import EditOutput, Editor, EditorConfig
-from editors.flow_backbone import FLOW_BACKBONES, flow_backbone_unavailable, load_flow_backbone
+from editors.base import EditOutput, EditorConfig
+from editors.flow_backbone import FlowEditor
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import Sample
 
@@ -180,20 +180,14 @@ class RFSolverEditConfig(EditorConfig):
     negative_prompt: str = ""  # SD3-layout CFG only
 
 
-class RFSolverEditEditor(Editor):
+class RFSolverEditEditor(FlowEditor):
     name = "rf_solver_edit"
     Config = RFSolverEditConfig
     requires = frozenset({"image", "source_prompt", "target_prompt"})
     paper = "Wang et al., Taming Rectified Flow for Inversion and Editing (RF-Solver-Edit), 2024"
-    backbones = FLOW_BACKBONES
     solvers: dict[str, Callable] = SOLVERS
 
-    @classmethod
-    def backbone_unavailable(cls, backbone: str) -> Optional[str]:
-        return flow_backbone_unavailable(cls.name, backbone)
-
-    def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
-        super().load(backbone, device, dtype)
+    def check_config(self) -> None:
         c = self.config
         if c.num_steps < 1 or not 0 <= c.inject <= c.num_steps:
             raise ConfigError(f"{self.name}: need num_steps >= 1 and 0 <= inject <= num_steps, got "
@@ -203,7 +197,10 @@ class RFSolverEditEditor(Editor):
         if c.sampling_strategy not in self.solvers:
             raise ConfigError(f"{self.name}: sampling_strategy {c.sampling_strategy!r} is not one of "
                               f"{', '.join(self.solvers)}")
-        self.backbone = load_flow_backbone(self.backbone_id, device, dtype)
+
+    def load(self, backbone: str = "toy", device="cpu", dtype=torch.float32) -> None:
+        super().load(backbone, device, dtype)
+        c = self.config
         self.layers = shared_layers(self.backbone.transformer, c.start_layer_index, c.end_layer_index)
 
     @property
