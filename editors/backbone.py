@@ -285,6 +285,23 @@ def quiet_hf_progress() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def pipeline_from_pretrained(pipeline_cls, path: str, spec: str, device, dtype: torch.dtype, hint: str, **kwargs):
+    """``pipeline_cls.from_pretrained(path)`` on ``device`` with its progress bars off (the flow, FLUX and
+    instruction-editor backbones load this way). A folder or hub id that cannot be loaded is one ``ConfigError``
+    naming the spec, the path and how to get the weights (``hint``)."""
+    quiet_hf_progress()
+    try:
+        pipe = pipeline_cls.from_pretrained(path, dtype=dtype, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        where = f"local folder {path}" if Path(path).is_dir() else f"hub id {path}"
+        raise ConfigError(f"backbone {spec!r}: cannot load {where}{offline} as {pipeline_cls.__name__}: "
+                          f"{str(exc).splitlines()[0][:200]}; {hint}") from None
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def unet_from_state_dict_file(base: str, file: str, dtype: torch.dtype):
     """A UNet stored as a bare state dict, as iCD's authors ship the guidance-distilled teacher
     (``sd15_cfg_distill.pt``): the base model's UNet config with ``time_cond_proj_dim`` read off the weights."""

@@ -16,7 +16,6 @@ FLUX family instead (``editors.flux_backbone``: same interface, guidance-distill
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from editors.backbone import (TOY_RESOLUTION, TOY_SEED, image_to_tensor, images_to_uint8, quiet_hf_progress,
+from editors.backbone import (TOY_RESOLUTION, TOY_SEED, image_to_tensor, images_to_uint8, pipeline_from_pretrained,
                               toy_folder, write_clip_tokenizer_files)
 from editors.base import Editor
 from pie_bench.core.errors import ConfigError
@@ -215,20 +214,14 @@ def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = tor
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        quiet_hf_progress()
         path, is_toy = resolve_flow_path(spec)
         index = json.loads((Path(path) / "model_index.json").read_text()) if Path(path).is_dir() else {}
         # components a folder leaves empty (T5, SD3.5's image encoder) are passed as None, as users load SD3
         # without T5 (``text_encoder_3=None, tokenizer_3=None``)
         empty = {k: None for k, v in index.items() if isinstance(v, list) and v[0] is None}
-        try:
-            pipe = StableDiffusion3Pipeline.from_pretrained(path, torch_dtype=dtype, **empty)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-            raise ConfigError(f"flow backbone {spec!r}: cannot load {path}{offline}: {str(exc).splitlines()[0][:200]}; "
-                              "download it once with `huggingface-cli download` or pass a local SD3 folder") from None
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = pipeline_from_pretrained(StableDiffusion3Pipeline, path, spec, device, dtype,
+                                        "download it once with `huggingface-cli download` or pass a local SD3 folder",
+                                        **empty)
         vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         bb = FlowBackbone(pipe=pipe, model_id=path if not is_toy else "toy:sd3", is_toy=is_toy, device=device,
                           dtype=dtype, resolution=int(pipe.transformer.config.sample_size) * vae_factor,

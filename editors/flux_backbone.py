@@ -23,7 +23,6 @@ it says (the toy: 64). T5 sequence length: FluxPipeline's 512, 256 for schnell (
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from editors.backbone import (TOY_RESOLUTION, TOY_SEED, quiet_hf_progress, toy_folder,
-                              write_clip_tokenizer_files)
-from editors.flow_backbone import FlowBackbone
-from pie_bench.core.errors import ConfigError
+from editors.backbone import TOY_RESOLUTION, TOY_SEED, pipeline_from_pretrained, toy_folder, write_clip_tokenizer_files
+from editors.flow_backbone import FlowBackbone, harness_settings
 
 ALIASES = {"flux-dev": "black-forest-labs/FLUX.1-dev", "flux-schnell": "black-forest-labs/FLUX.1-schnell"}
 TOY_SPEC = "toy-flux"
@@ -247,19 +244,11 @@ def load_flux_backbone(spec: str = TOY_SPEC, device="cpu", dtype: torch.dtype = 
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        quiet_hf_progress()
         path, is_toy = resolve_flux_path(spec)
-        try:
-            pipe = FluxPipeline.from_pretrained(path, dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-            raise ConfigError(f"flux backbone {spec!r}: cannot load {path}{offline}: {str(exc).splitlines()[0][:200]}; "
-                              "download it once with `huggingface-cli download` (FLUX.1-dev is gated: accept its "
-                              "licence first) or pass a local FLUX folder") from None
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        settings_file = Path(path) / "pie_bench.json"
-        settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+        pipe = pipeline_from_pretrained(FluxPipeline, path, spec, device, dtype,
+                                        "download it once with `huggingface-cli download` (FLUX.1-dev is gated: "
+                                        "accept its licence first) or pass a local FLUX folder")
+        settings = harness_settings(path)
         bb = FluxBackbone(pipe=pipe, model_id="toy:flux" if is_toy else path, is_toy=is_toy, device=device,
                           dtype=dtype, resolution=int(settings.get("resolution", REAL_RESOLUTION)),
                           max_sequence_length=int(settings.get("max_sequence_length",

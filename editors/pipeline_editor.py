@@ -25,7 +25,6 @@ leaves them out there with the reason (``backbone_unavailable``).
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +34,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from editors.backbone import quiet_hf_progress
+from editors.backbone import pipeline_from_pretrained
 from editors.base import EditOutput, Editor
+from editors.flow_backbone import UNET_BACKBONES, is_flow_alias
 from pie_bench.core.errors import ConfigError
 from pie_bench.core.sample import IMAGE_SIZE, Sample
 
-# the other backbone families' names (editors.backbone, editors.flow_backbone, editors.flux_backbone): not models
-# these pipelines load
-OTHER_FAMILIES = ("sd14", "sd15", "ip2p", "sd3", "sd3.5", "flux-dev", "flux-schnell", "toy-flux")
 SHAPES = ("shapes", "shapes-flow")
 
 _PIPES: dict[tuple, object] = {}
@@ -55,17 +52,8 @@ def load_pipeline(pipeline_cls, path: str, spec: str, device, dtype: torch.dtype
     with _LOCK:
         if key in _PIPES:
             return _PIPES[key]
-        quiet_hf_progress()
-        try:
-            pipe = pipeline_cls.from_pretrained(path, dtype=dtype)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-            where = f"local folder {path}" if Path(path).is_dir() else f"hub id {path}"
-            raise ConfigError(f"backbone {spec!r}: cannot load {where}{offline} as {pipeline_cls.__name__}: "
-                              f"{str(exc).splitlines()[0][:200]}; download it once with `huggingface-cli download` "
-                              "or pass a local diffusers folder") from None
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = pipeline_from_pretrained(pipeline_cls, path, spec, device, dtype,
+                                        "download it once with `huggingface-cli download` or pass a local diffusers folder")
         _PIPES[key] = pipe
         return pipe
 
@@ -105,7 +93,7 @@ class PipelineEditor(Editor):
         runs_on = f"{', '.join(cls.aliases)}, toy, a hub id or a local {cls.pipeline_name} folder"
         if backbone in SHAPES:
             return f"{cls.name} has no ShapesEdit model (it runs on {runs_on})"
-        if backbone in OTHER_FAMILIES:
+        if backbone in UNET_BACKBONES or is_flow_alias(backbone):  # the other families' names
             return f"{cls.name} runs its own pipeline ({runs_on}), not the {backbone!r} backbone"
         return None
 
