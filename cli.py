@@ -150,6 +150,7 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
     n_processes = process_count(processes, device)
     if n_processes > 1:  # this command again as the ranks of a local launch (pie_bench.run.spawn)
         sys.exit(run_as_processes(n_processes, sys.argv))
+    from editors.base import is_toy_spec
     from editors.registry import resolve_editor_names
     from pie_bench.run import presets
     from pie_bench.run.distributed import is_main_process
@@ -179,7 +180,7 @@ def bench(editors_spec, data, categories, ids, limit, limit_mode, backbone, metr
         if eargs:
             suffix = "-" + hashlib.sha256(json.dumps(eargs, sort_keys=True).encode()).hexdigest()[:8]
         out = RUNS_DIR / (run_name or f"{data_stem(ds)}-{Path(backbone).name}{suffix}")
-    if backbone == "toy" or backbone.startswith("toy-"):
+    if is_toy_spec(backbone):
         console.print("[bold yellow]Toy editor models[/bold yellow] (tiny random weights): the numbers check the "
                       "pipeline end to end; they say nothing about editing quality.")
     metrics = resolve_metrics(metric_names, metrics_backbone, device, with_ground_truth=ds.has_targets, seeds=seeds)

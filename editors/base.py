@@ -95,8 +95,7 @@ class Editor:
         """Record which backbone this editor runs on before it loads: the config hash (and so the run
         folder's bookkeeping) includes it, and the toy label follows from it."""
         self.backbone_id = backbone
-        # ``toy-<family>`` names the toy of another backbone family (``toy-flux``)
-        self.is_toy = (backbone == "toy" or backbone.startswith("toy-")) and self.uses_backbone
+        self.is_toy = is_toy_spec(backbone) and self.uses_backbone
 
     def load(self, backbone: str = "toy", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
         """Load weights. ``backbone`` is ``toy``, ``sd14``, ``sd15``, ``shapes``, a hub id or a local dir."""
@@ -134,6 +133,11 @@ class Editor:
         payload = json.dumps({"editor": self.name, "config": self.config_dict(), "backbone": self.backbone_id},
                              sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def is_toy_spec(backbone: str) -> bool:
+    """``toy``, or ``toy-<family>`` (the toy of another backbone family: ``toy-flux``): random weights."""
+    return backbone == "toy" or backbone.startswith("toy-")
 
 
 def inversion_batch_outputs(images, latents, counter, inversion_s: float, cached: int, **extra) -> list:
