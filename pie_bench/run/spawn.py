@@ -113,17 +113,19 @@ def run_as_processes(n: int, argv: Sequence[str], threads: Optional[int] = None)
     base = {**os.environ, "WORLD_SIZE": str(n), "LOCAL_WORLD_SIZE": str(n), "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, *strip_processes(argv)]
-    procs = [subprocess.Popen(cmd, env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "GROUP_RANK": "0"})
-             for r in range(n)]
+    procs: list[subprocess.Popen] = []
 
     def forward(signum, _frame):
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
+    # handlers first: a SIGTERM that arrives while the ranks start must still reach the ones started
     old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     old_term = signal.signal(signal.SIGTERM, forward)
     try:
+        for r in range(n):
+            procs.append(subprocess.Popen(cmd, env={**base, "RANK": str(r), "LOCAL_RANK": str(r), "GROUP_RANK": "0"}))
         # a rank killed by a signal reports -signum; a shell would say 128 + signum
         return exit_code([c if c >= 0 else 128 - c for c in (p.wait() for p in procs)])
     finally:
