@@ -112,7 +112,8 @@ def stage_ip2p(args, sd_unet, text, tok, stage="ip2p", init_unet=None):
         w = state["conv_in.weight"]
         state["conv_in.weight"] = torch.cat([w, torch.zeros_like(w)], 1)
         unet.load_state_dict(state)
-    text.requires_grad_(False).eval()
+    train_text = getattr(args, "ip2p_train_text", False)
+    text.requires_grad_(train_text).train(train_text)
     sched = noise_scheduler()
     weighted = stage == "ip2p_continue"
 
@@ -123,7 +124,7 @@ def stage_ip2p(args, sd_unet, text, tok, stage="ip2p", init_unet=None):
         drop_img = torch.from_numpy((r < 0.05) | (r >= 0.95)).float().view(-1, 1, 1, 1)
         ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
-        with torch.no_grad():
+        with torch.set_grad_enabled(train_text):
             cond = text(ids)[0]
         zs = encode(vae, src) / vae.config.scaling_factor  # IP2P conditions on the unscaled latent mode
         zt = encode(vae, tgt)
@@ -133,7 +134,8 @@ def stage_ip2p(args, sd_unet, text, tok, stage="ip2p", init_unet=None):
         err = (unet(inp, t, encoder_hidden_states=cond).sample - noise).pow(2).mean((1, 2, 3))
         return (snr_weight(sched, t) * err).mean() if weighted else err.mean()
 
-    losses = train_loop(stage, args, {"unet": unet}, unet.parameters(), loss_fn)
+    modules = {"unet": unet, "text": text} if train_text else {"unet": unet}
+    losses = train_loop(stage, args, modules, [p for m in modules.values() for p in m.parameters()], loss_fn)
     return unet, losses
 
 

@@ -93,6 +93,8 @@ def export_continued(args, section: str, write, record: dict) -> None:
     manifest[section] = {"command": "python -m pie_bench.training.shapes_train " + " ".join(sys.argv[1:]),
                          "git_sha": args.git_sha, "torch": torch.__version__, "threads": torch.get_num_threads(),
                          **record}
+    if section in before:  # a run continuing an earlier run of the same stage keeps its record
+        manifest[section]["previous"] = before[section]
     manifest["files"] = file_table(out)
     manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -103,7 +105,8 @@ def export_ip2p_continued(args, unet, vae, text, tok, losses: list) -> None:
     export_continued(args, "ip2p_continue", lambda out: export_sd_folder(out / "ip2p", unet, vae, text, tok), {
         "steps": args.steps["ip2p_continue"], "batch": BATCH["ip2p_continue"], "lr": LR["ip2p_continue"],
         "loss": "(1 + SNR) / SNR-weighted epsilon MSE", "final_loss": losses[-1][1] if losses else None,
-        "loss_curve": losses, "ip2p_before": {k: v for k, v in before.items() if k.startswith("ip2p/unet/")}})
+        "train_text": bool(getattr(args, "ip2p_train_text", False)), "loss_curve": losses,
+        "ip2p_before": {k: v for k, v in before.items() if k.startswith(("ip2p/unet/", "ip2p/text_encoder/"))}})
 
 
 def export(args, vae, text, tok, sd_unet, ip2p_unet, clip_model, losses: dict) -> None:

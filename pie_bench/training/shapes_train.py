@@ -44,6 +44,9 @@ def main(argv=None) -> None:
     p.add_argument("--init-from", default=None,
                    help="An exported models folder to continue from (its VAE, text encoder and UNet start the "
                         "stages; use the vae_decoder stage instead of vae).")
+    p.add_argument("--ip2p-train-text", action="store_true",
+                   help="ip2p stages: train the text encoder with the UNet (it saw only captions, never the "
+                        "instructions' verbs)")
     for s in STAGES:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s])
     args = p.parse_args(argv)
