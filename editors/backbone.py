@@ -249,8 +249,23 @@ def images_to_uint8(images: torch.Tensor, size: Optional[int] = 512, quantize: s
     return images
 
 
-_CACHE: dict[tuple, Backbone] = {}
-_LOCK = threading.Lock()
+class LoadCache(dict):
+    """Models loaded once per process, by key. ``get_or_load(key, load)`` runs ``load()`` under this cache's lock
+    the first time ``key`` is asked for, so two threads asking for one model load it once; each loader keeps its
+    own cache (and lock), so a loader may call another while loading."""
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def get_or_load(self, key, load):
+        with self._lock:
+            if key not in self:
+                self[key] = load()
+            return self[key]
+
+
+_CACHE: LoadCache = LoadCache()
 
 
 def resolve_model_path(spec: str, variant: str = "sd") -> tuple[str, bool]:
@@ -266,14 +281,12 @@ def load_backbone(spec: str = "toy", device: str | torch.device = "cpu", dtype: 
                   variant: str = "sd", unet_id: Optional[str] = None) -> Backbone:
     """Load (or reuse) a backbone. ``unet_id`` swaps in another UNet (iCD's guidance-distilled teacher)."""
     device = torch.device(device)
-    key = (spec, variant, str(device), dtype, unet_id)
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+
+    def load() -> Backbone:
         path, is_toy = resolve_model_path(spec, variant)
-        bb = _load_components(path, is_toy, variant, device, dtype, unet_id, spec)
-        _CACHE[key] = bb
-        return bb
+        return _load_components(path, is_toy, variant, device, dtype, unet_id, spec)
+
+    return _CACHE.get_or_load((spec, variant, str(device), dtype, unet_id), load)
 
 
 def quiet_hf_progress() -> None:

@@ -16,7 +16,6 @@ FLUX family instead (``editors.flux_backbone``: same interface, guidance-distill
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -24,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from editors.backbone import (TOY_RESOLUTION, TOY_SEED, image_to_tensor, images_to_uint8, pipeline_from_pretrained,
+from editors.backbone import (TOY_RESOLUTION, TOY_SEED, LoadCache, image_to_tensor, images_to_uint8, pipeline_from_pretrained,
                               toy_folder, write_clip_tokenizer_files)
 from editors.base import Editor
 from pie_bench.core.errors import ConfigError
@@ -189,8 +188,7 @@ def harness_settings(path: str) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-_CACHE: dict[tuple, FlowBackbone] = {}
-_LOCK = threading.Lock()
+_CACHE = LoadCache()
 
 
 def resolve_flow_path(spec: str) -> tuple[str, bool]:
@@ -210,10 +208,8 @@ def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = tor
     if is_flux_spec(spec):
         return load_flux_backbone(spec, device, dtype)
     device = torch.device(device)
-    key = (spec, str(device), dtype)
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+
+    def load() -> FlowBackbone:
         path, is_toy = resolve_flow_path(spec)
         index = json.loads((Path(path) / "model_index.json").read_text()) if Path(path).is_dir() else {}
         # components a folder leaves empty (T5, SD3.5's image encoder) are passed as None, as users load SD3
@@ -223,11 +219,11 @@ def load_flow_backbone(spec: str = "toy", device="cpu", dtype: torch.dtype = tor
                                         "download it once with `huggingface-cli download` or pass a local SD3 folder",
                                         **empty)
         vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        bb = FlowBackbone(pipe=pipe, model_id=path if not is_toy else "toy:sd3", is_toy=is_toy, device=device,
-                          dtype=dtype, resolution=int(pipe.transformer.config.sample_size) * vae_factor,
-                          max_sequence_length=int(harness_settings(path).get("max_sequence_length", 256)))
-        _CACHE[key] = bb
-        return bb
+        return FlowBackbone(pipe=pipe, model_id=path if not is_toy else "toy:sd3", is_toy=is_toy, device=device,
+                            dtype=dtype, resolution=int(pipe.transformer.config.sample_size) * vae_factor,
+                            max_sequence_length=int(harness_settings(path).get("max_sequence_length", 256)))
+
+    return _CACHE.get_or_load((spec, str(device), dtype), load)
 
 
 class FlowEditor(Editor):

@@ -23,7 +23,6 @@ it says (the toy: 64). T5 sequence length: FluxPipeline's 512, 256 for schnell (
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from editors.backbone import TOY_RESOLUTION, TOY_SEED, pipeline_from_pretrained, toy_folder, write_clip_tokenizer_files
+from editors.backbone import TOY_RESOLUTION, TOY_SEED, LoadCache, pipeline_from_pretrained, toy_folder, write_clip_tokenizer_files
 from editors.flow_backbone import FlowBackbone, harness_settings
 
 ALIASES = {"flux-dev": "black-forest-labs/FLUX.1-dev", "flux-schnell": "black-forest-labs/FLUX.1-schnell"}
@@ -226,8 +225,7 @@ class FluxBackbone(FlowBackbone):
         return self.unpack(n)
 
 
-_CACHE: dict[tuple, FluxBackbone] = {}
-_LOCK = threading.Lock()
+_CACHE = LoadCache()
 
 
 def resolve_flux_path(spec: str) -> tuple[str, bool]:
@@ -240,18 +238,16 @@ def load_flux_backbone(spec: str = TOY_SPEC, device="cpu", dtype: torch.dtype = 
     from diffusers import FluxPipeline
 
     device = torch.device(device)
-    key = (spec, str(device), dtype)
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+
+    def load() -> FluxBackbone:
         path, is_toy = resolve_flux_path(spec)
         pipe = pipeline_from_pretrained(FluxPipeline, path, spec, device, dtype,
                                         "download it once with `huggingface-cli download` (FLUX.1-dev is gated: "
                                         "accept its licence first) or pass a local FLUX folder")
         settings = harness_settings(path)
-        bb = FluxBackbone(pipe=pipe, model_id="toy:flux" if is_toy else path, is_toy=is_toy, device=device,
-                          dtype=dtype, resolution=int(settings.get("resolution", REAL_RESOLUTION)),
-                          max_sequence_length=int(settings.get("max_sequence_length",
-                                                               MAX_SEQUENCE_LENGTH.get(path, 512))))
-        _CACHE[key] = bb
-        return bb
+        return FluxBackbone(pipe=pipe, model_id="toy:flux" if is_toy else path, is_toy=is_toy, device=device,
+                            dtype=dtype, resolution=int(settings.get("resolution", REAL_RESOLUTION)),
+                            max_sequence_length=int(settings.get("max_sequence_length",
+                                                                 MAX_SEQUENCE_LENGTH.get(path, 512))))
+
+    return _CACHE.get_or_load((spec, str(device), dtype), load)

@@ -25,7 +25,6 @@ leaves them out there with the reason (``backbone_unavailable``).
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Optional
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from editors.backbone import pipeline_from_pretrained
+from editors.backbone import LoadCache, pipeline_from_pretrained
 from editors.base import EditOutput, Editor
 from editors.flow_backbone import UNET_BACKBONES, is_flow_alias
 from pie_bench.core.errors import ConfigError
@@ -42,20 +41,14 @@ from pie_bench.core.sample import IMAGE_SIZE, Sample
 
 SHAPES = ("shapes", "shapes-flow")
 
-_PIPES: dict[tuple, object] = {}
-_LOCK = threading.Lock()
+_PIPES = LoadCache()
 
 
 def load_pipeline(pipeline_cls, path: str, spec: str, device, dtype: torch.dtype):
     """``pipeline_cls.from_pretrained(path)`` once per (pipeline, path, device, dtype) in this process."""
-    key = (pipeline_cls.__name__, path, str(device), dtype)
-    with _LOCK:
-        if key in _PIPES:
-            return _PIPES[key]
-        pipe = pipeline_from_pretrained(pipeline_cls, path, spec, device, dtype,
-                                        "download it once with `huggingface-cli download` or pass a local diffusers folder")
-        _PIPES[key] = pipe
-        return pipe
+    return _PIPES.get_or_load((pipeline_cls.__name__, path, str(device), dtype), lambda: pipeline_from_pretrained(
+        pipeline_cls, path, spec, device, dtype,
+        "download it once with `huggingface-cli download` or pass a local diffusers folder"))
 
 
 @dataclass
