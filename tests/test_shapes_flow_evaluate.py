@@ -17,3 +17,15 @@ def test_euler_inversion_round_trip_converges_on_the_toy_sd3():
         assert float((z1 - z0).abs().mean()) > 0.1  # it really went to noise
         errors.append(float((euler(bb, z1, cond, None, 1.0, steps, invert=False) - z0).abs().mean()))
     assert errors[0] > errors[1] > errors[2] and errors[2] < 0.5 * errors[0], errors
+
+
+def test_both_evaluation_commands_print_their_figures_and_command(capsys):
+    import json
+
+    from pie_bench.training import shapes_evaluate, shapes_flow_evaluate
+
+    for mod, what, steps in ((shapes_evaluate, "base", 50), (shapes_flow_evaluate, "follow", 28)):
+        assert mod.evaluation_parser(mod.__doc__, (what,), steps, 1.0).parse_args([what]).steps == steps
+        mod.main([what, "--n", "2", "--steps", "2"])
+        res = json.loads(capsys.readouterr().out)
+        assert res["command"] == f"python -m {mod.__name__} {what} --n 2 --steps 2" and res["n"] == 2

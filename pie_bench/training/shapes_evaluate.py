@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -118,25 +119,35 @@ def record(key: str, value: dict) -> None:
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["base", "reconstruction"])
+def evaluation_parser(doc: str, what: tuple, steps: int, guidance: float) -> argparse.ArgumentParser:
+    """The options every ShapesEdit evaluation command takes (this one and ``shapes_flow_evaluate``)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("what", choices=what)
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--guidance", type=float, default=guidance)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--record", action="store_true", help="Store the result in the models' manifest.json.")
-    args = p.parse_args(argv)
+    return p
+
+
+def report(res: dict, module: str, argv, key: str, store: bool) -> None:
+    """Print an evaluation with the command that made it; with ``store``, record it in the manifest."""
+    res["command"] = f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(json.dumps(res, indent=2))
+    if store:
+        record(key, res)
+
+
+def main(argv=None) -> None:
+    args = evaluation_parser(__doc__, ("base", "reconstruction"), 50, 7.5).parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.what == "base":
         res = base_accuracy(args.n or 200, args.seed, args.steps, args.guidance)
     else:
         res = reconstruction(args.n or 30, args.steps, args.guidance)
-    res["command"] = "python -m pie_bench.training.shapes_evaluate " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    print(json.dumps(res, indent=2))
-    if args.record:
-        record(f"{args.what}@guidance{args.guidance}", res)
+    report(res, "pie_bench.training.shapes_evaluate", argv, f"{args.what}@guidance{args.guidance}", args.record)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ components, so a run can be judged before it ends.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pie_bench.training.shapes_evaluate import _psnr, record
+from pie_bench.training.shapes_evaluate import _psnr, evaluation_parser, report
 
 
 def flow_backbone(ckpt: Optional[str] = None):
@@ -104,15 +101,8 @@ def reconstruction(bb, n: int = 30, steps: int = 28, guidance: float = 7.0) -> d
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["follow", "reconstruction"])
-    p.add_argument("--n", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=28)
-    p.add_argument("--guidance", type=float, default=7.0)
-    p.add_argument("--threads", type=int, default=1)
+    p = evaluation_parser(__doc__, ("follow", "reconstruction"), 28, 7.0)
     p.add_argument("--ckpt", default=None, help="A training checkpoint's transformer instead of the exported one.")
-    p.add_argument("--record", action="store_true", help="Store the result in the models' manifest.json.")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     bb = flow_backbone(args.ckpt)
@@ -120,11 +110,7 @@ def main(argv=None) -> None:
         res = follow(bb, args.n or 200, args.seed, args.steps, args.guidance)
     else:
         res = reconstruction(bb, args.n or 30, args.steps, args.guidance)
-    res["command"] = "python -m pie_bench.training.shapes_flow_evaluate " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    print(json.dumps(res, indent=2))
-    if args.record:
-        record(f"flow_{args.what}@guidance{args.guidance}", res)
+    report(res, "pie_bench.training.shapes_flow_evaluate", argv, f"flow_{args.what}@guidance{args.guidance}", args.record)
 
 
 if __name__ == "__main__":
