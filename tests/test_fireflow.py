@@ -3,12 +3,12 @@ reconstruction against Euler, which evaluations get the source's values (midpoin
 authors' code), call counts, batching, and parity with the authors' ``denoise_fireflow`` (tests/golden)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 import editors.rf_solver_edit as rse
 from editors.fireflow import FireFlowEditor
+from tests.batch_support import batch_matches_single
 from tests.test_rf_solver_edit import (check_against_authors_loop, golden_cases, loaded, reconstruction_error, sample,
                                        solver_errors)
 
@@ -73,10 +73,7 @@ def test_transformer_calls_per_edit(backbone, calls, evals):
 def test_edit_batch_equals_one_by_one():
     ed = loaded(FireFlowEditor, "toy", num_steps=4, inject=2)
     samples = [sample(seed=1), sample("a red car", "a blue car", seed=2)]
-    batched = ed.edit_batch(samples, [torch.Generator(), torch.Generator()])
-    for s, b in zip(samples, batched):
-        one = ed.edit(s, torch.Generator())
-        assert float(np.abs(one.extras["final_latent"] - b.extras["final_latent"]).max()) < 1e-5
+    batch_matches_single(ed, samples, [None, None], latent_tol=1e-5)
 
 
 @pytest.mark.parametrize("path", golden_cases("fireflow"), ids=lambda p: p.stem)

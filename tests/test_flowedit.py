@@ -8,6 +8,7 @@ import torch
 
 from editors.flowedit import FlowEditEditor
 from pie_bench.core.sample import Sample
+from tests.batch_support import batch_matches_single
 
 
 def _sample(src="a cat on a table", tar="a [dog] on a table", seed=0):
@@ -149,9 +150,5 @@ def test_batch_equals_one_by_one(backbone):
     e.load(backbone)
     samples = [_sample(seed=k, tar=t) for k, t in enumerate(("a [dog] on a table", "a cat on a [chair]",
                                                             "a [red] cat on a table"))]
-    batch = e.edit_batch(samples, [torch.Generator().manual_seed(10 + k) for k in range(3)])
-    for k, s in enumerate(samples):
-        one = e.edit(s, torch.Generator().manual_seed(10 + k))
-        assert np.abs(batch[k].extras["final_latent"] - one.extras["final_latent"]).max() < 1e-4
-        assert np.abs(batch[k].image.astype(int) - one.image.astype(int)).max() <= 1
+    batch, _ = batch_matches_single(e, samples, [10, 11, 12], latent_tol=1e-4, image_tol=1)
     assert np.abs(batch[0].extras["final_latent"] - batch[1].extras["final_latent"]).max() > 1e-2

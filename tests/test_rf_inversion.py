@@ -7,6 +7,7 @@ import torch
 
 from editors.rf_inversion import RFInversionEditor
 from pie_bench.core.sample import Sample
+from tests.batch_support import batch_matches_single
 
 
 def _sample():
@@ -86,9 +87,5 @@ def test_batch_equals_one_by_one(backbone):
     samples = [Sample(id=f"s{k}", edit_type=0, source_prompt_raw="a cat", target_prompt_raw=t,
                       mask=np.zeros((512, 512), bool), _image=rng.integers(0, 255, (512, 512, 3), dtype=np.uint8))
                for k, t in enumerate(("a [dog]", "a [red] cat", "a cat [on grass]"))]
-    batch = e.edit_batch(samples, [torch.Generator().manual_seed(20 + k) for k in range(3)])
-    for k, s in enumerate(samples):
-        one = e.edit(s, torch.Generator().manual_seed(20 + k))
-        assert np.abs(batch[k].extras["final_latent"] - one.extras["final_latent"]).max() < 1e-4
-        assert np.abs(batch[k].image.astype(int) - one.image.astype(int)).max() <= 1
+    batch, _ = batch_matches_single(e, samples, [20, 21, 22], latent_tol=1e-4, image_tol=1)
     assert np.abs(batch[0].extras["final_latent"] - batch[1].extras["final_latent"]).max() > 1e-2
